@@ -1,0 +1,65 @@
+"""`cardproof chain up|down|status` and `cardproof deploy`: thin layers over chain.local_node / deployments."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from chain import local_node
+from chain.cli_output import emit_json, say
+from chain.client import connect
+from chain.deployments import deploy_registry
+from chain.settings import get_settings
+
+chain_app = typer.Typer(help="Manage the local anvil chain for this CARDPROOF_HOME.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+@chain_app.command("up")
+def chain_up(port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default 8545, or a free one).")] = None,
+             json_out: JsonOpt = False) -> None:
+    """Start the local chain (state persisted under CARDPROOF_HOME/chain)."""
+    home = get_settings().home
+    info = local_node.start(home, port=port)
+    if json_out:
+        emit_json({"url": info.url, "pid": info.pid, "chain_id": info.chain_id, "state": info.state_path})
+    else:
+        say(f"chain running at {info.url} (chain id {info.chain_id}, pid {info.pid}); state in {info.state_path}")
+
+
+@chain_app.command("down")
+def chain_down(json_out: JsonOpt = False) -> None:
+    """Stop the local chain, saving its state."""
+    info = local_node.stop(get_settings().home)
+    if json_out:
+        emit_json({"stopped": info is not None, "pid": info.pid if info else None})
+    else:
+        say(f"chain stopped (pid {info.pid}); state saved" if info else "no chain was running")
+
+
+@chain_app.command("status")
+def chain_status(json_out: JsonOpt = False) -> None:
+    """Say whether the local chain is running."""
+    info = local_node.status(get_settings().home)
+    if json_out:
+        emit_json({"running": info is not None, "url": info.url if info else None,
+                   "pid": info.pid if info else None, "chain_id": info.chain_id if info else None})
+        return
+    if info is None:
+        say("chain is not running (start it with `cardproof chain up`)")
+        raise typer.Exit(3)
+    say(f"chain running at {info.url} (chain id {info.chain_id}, pid {info.pid})")
+
+
+def deploy_command(json_out: JsonOpt = False) -> None:
+    """Deploy the CardRegistry on the configured chain (does nothing if already deployed there)."""
+    settings = get_settings()
+    client = connect(settings)
+    record, created = deploy_registry(client, settings.home)
+    if json_out:
+        emit_json({**record.to_json(), "created": created})
+    else:
+        verb = "deployed" if created else "already deployed"
+        say(f"CardRegistry {verb} at {record.address} on chain {record.chain_id} (block {record.block_number})")

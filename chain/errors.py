@@ -1,0 +1,190 @@
+"""Errors of the chain package.
+
+Every error cardproof raises derives from :class:`CardproofError`, whose ``str()`` is one line fit for a
+user (the CLI prints it as it is). Contract reverts are decoded into subclasses of
+:class:`ContractRevert`, one per Solidity custom error, with the error's parameters as snake_case
+attributes: callers never see an exception specific to eth-tester or to a JSON-RPC node.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+
+class CardproofError(Exception):
+    """Base of every cardproof error; str() is one line fit for users."""
+
+    #: Stable machine-readable code (API error bodies, --json output).
+    code: ClassVar[str] = "error"
+
+
+class ChainError(CardproofError):
+    """Base of the chain package's errors."""
+
+    code = "chain_error"
+
+
+class ConfigError(ChainError, ValueError):
+    """The configuration is incomplete or invalid."""
+
+    code = "config_error"
+
+
+class ChainUnreachable(ChainError, ConnectionError):
+    """The JSON-RPC node does not answer."""
+
+    code = "chain_unreachable"
+
+
+class NoChainRunning(ChainError):
+    """No RPC URL is configured and no local chain is running for this CARDPROOF_HOME."""
+
+    code = "no_chain"
+
+
+class NodeError(ChainError):
+    """The local anvil node could not be started or stopped."""
+
+    code = "node_error"
+
+
+class AccountError(ChainError):
+    """No usable account, or the keystore could not be opened. Never carries key material."""
+
+    code = "account_error"
+
+
+class NotDeployed(ChainError, LookupError):
+    """The contract is not deployed on this chain (run `cardproof deploy`)."""
+
+    code = "not_deployed"
+
+
+class TransactionTimeout(ChainError, TimeoutError):
+    """A transaction was sent but no receipt (or not enough confirmations) arrived in time."""
+
+    code = "tx_timeout"
+
+
+class TransactionReverted(ChainError):
+    """A transaction or call reverted and the revert data could not be decoded."""
+
+    code = "reverted"
+
+    def __init__(self, message: str, data: bytes | None = None) -> None:
+        super().__init__(message)
+        self.data = data
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    return str(value)
+
+
+class ContractRevert(TransactionReverted):
+    """A revert decoded from a contract's custom error.
+
+    Subclasses are named after the Solidity error; ``params`` keeps the decoded arguments with
+    snake_case names, which are also set as attributes (``exc.batch_id``).
+    """
+
+    code = "contract_revert"
+    #: Solidity error name -> Python class, filled by __init_subclass__.
+    by_name: ClassVar[dict[str, type[ContractRevert]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        ContractRevert.by_name[cls.__name__] = cls
+        cls.code = _snake(cls.__name__)
+
+    def __init__(self, error_name: str | None = None, data: bytes | None = None, **params: Any) -> None:
+        self.error_name = error_name or type(self).__name__
+        self.params = {_snake(k): v for k, v in params.items()}
+        for key, value in self.params.items():
+            setattr(self, key, value)
+        args = ", ".join(f"{k}={_show(v)}" for k, v in self.params.items())
+        summary = (type(self).__doc__ or "").strip().splitlines()[0] if type(self).__doc__ else ""
+        text = f"{self.error_name}({args})"
+        if type(self) is not ContractRevert and summary:
+            text = f"{summary} [{text}]"
+        super().__init__(text, data)
+
+
+class Panic(ContractRevert):
+    """The contract panicked (assertion, overflow, division by zero, ...)."""
+
+
+class RevertReason(ContractRevert):
+    """The contract reverted with a reason string."""
+
+
+# --- CardRegistry (contracts/ICardRegistry.sol) -------------------------------------------------
+
+
+class BatchAlreadyAnchored(ContractRevert):
+    """This batch id is anchored already."""
+
+
+class BatchNotAnchored(ContractRevert):
+    """This batch is not anchored."""
+
+
+class BatchIdNotOwned(ContractRevert):
+    """Issuers may anchor only batch ids that start with their own address."""
+
+
+class EmptyBatch(ContractRevert):
+    """A batch must hold at least one card."""
+
+
+class InvalidRoot(ContractRevert):
+    """A zero Merkle root cannot be anchored."""
+
+
+class NotBatchIssuer(ContractRevert):
+    """Only the batch's issuer may do this."""
+
+
+class NotBatchRedeemer(ContractRevert):
+    """Only the batch's issuer or one of its redeemers may redeem its cards."""
+
+
+class CardIndexOutOfRange(ContractRevert):
+    """The card index is beyond the batch's card count."""
+
+
+class CardAlreadyRedeemed(ContractRevert):
+    """The card was redeemed already."""
+
+
+class CardRevoked(ContractRevert):
+    """The card is revoked."""
+
+
+class BatchAlreadyRevoked(ContractRevert):
+    """The whole batch is revoked already."""
+
+
+class EmptyIndexList(ContractRevert):
+    """No card indices were given."""
+
+
+class ZeroAddress(ContractRevert):
+    """The zero address is not allowed."""
+
+
+# --- OpenZeppelin --------------------------------------------------------------------------------
+
+
+class AccessControlUnauthorizedAccount(ContractRevert):
+    """The account lacks the role this needs."""
+
+
+class AccessControlBadConfirmation(ContractRevert):
+    """Roles can only be renounced by their holder."""

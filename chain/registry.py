@@ -1,0 +1,144 @@
+"""Typed wrapper over the CardRegistry contract (contracts/CardRegistry.sol)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+from web3 import Web3
+from web3.types import TxReceipt
+
+from chain.artifacts import load_artifact
+from chain.client import ChainClient, SentTx
+from chain.deployments import REGISTRY, find
+
+ISSUER_ROLE = Web3.keccak(text="ISSUER_ROLE")
+DEFAULT_ADMIN_ROLE = b"\x00" * 32
+ZERO_ADDRESS = "0x" + "00" * 20
+
+
+class CardStatus(IntEnum):
+    """Mirrors the Solidity enum CardStatus."""
+
+    UNKNOWN = 0
+    VALID = 1
+    REVOKED = 2
+    REDEEMED = 3
+    EXPIRED = 4
+
+
+@dataclass(frozen=True)
+class OnChainBatch:
+    batch_id: bytes
+    root: bytes
+    issuer: str
+    card_count: int
+    anchored_at: int
+    revoked: bool
+    revoke_reason: int
+
+    @property
+    def anchored(self) -> bool:
+        return self.anchored_at != 0
+
+
+def batch_id_owner(batch_id: bytes) -> str:
+    """The address encoded in a batch id's first 20 bytes."""
+    return Web3.to_checksum_address(batch_id[:20])
+
+
+# Gas limits given explicitly (estimation is slow on eth-tester); generous upper bounds of measured use.
+GAS_ANCHOR = 150_000
+GAS_GRANT = 120_000
+
+
+def _gas_bitmap(n: int) -> int:
+    return 120_000 + 1_200 * n
+
+
+class Registry:
+    def __init__(self, client: ChainClient, address: str) -> None:
+        self.client = client
+        self.address = Web3.to_checksum_address(address)
+        self.contract = client.contract(self.address, load_artifact(REGISTRY).abi)
+
+    @classmethod
+    def deployed(cls, client: ChainClient, home: Path) -> Registry:
+        return cls(client, find(client, home, REGISTRY).address)
+
+    def as_account(self, client: ChainClient) -> Registry:
+        return Registry(client, self.address)
+
+    @property
+    def fn(self) -> Any:
+        return self.contract.functions
+
+    # ---------------------------------------------------------------- roles
+
+    def grant_issuer(self, address: str) -> TxReceipt:
+        return self.client.transact(self.fn.grantRole(ISSUER_ROLE, Web3.to_checksum_address(address)), gas=GAS_GRANT)
+
+    def revoke_issuer(self, address: str) -> TxReceipt:
+        return self.client.transact(self.fn.revokeRole(ISSUER_ROLE, Web3.to_checksum_address(address)), gas=GAS_GRANT)
+
+    def is_issuer(self, address: str) -> bool:
+        return bool(self.client.call(self.fn.hasRole(ISSUER_ROLE, Web3.to_checksum_address(address))))
+
+    def is_admin(self, address: str) -> bool:
+        return bool(self.client.call(self.fn.hasRole(DEFAULT_ADMIN_ROLE, Web3.to_checksum_address(address))))
+
+    def set_redeemer(self, redeemer: str, allowed: bool = True) -> TxReceipt:
+        return self.client.transact(self.fn.setRedeemer(Web3.to_checksum_address(redeemer), allowed), gas=GAS_GRANT)
+
+    def is_redeemer(self, issuer: str, redeemer: str) -> bool:
+        return bool(self.client.call(self.fn.isRedeemer(Web3.to_checksum_address(issuer),
+                                                        Web3.to_checksum_address(redeemer))))
+
+    # ---------------------------------------------------------------- writes
+
+    def send_anchor(self, batch_id: bytes, root: bytes, card_count: int, manifest_hash: bytes) -> SentTx:
+        return self.client.send(self.fn.anchorBatch(batch_id, root, card_count, manifest_hash), gas=GAS_ANCHOR)
+
+    def anchor_batch(self, batch_id: bytes, root: bytes, card_count: int, manifest_hash: bytes,
+                     on_sent: Callable[[SentTx], None] | None = None) -> TxReceipt:
+        return self.client.transact(self.fn.anchorBatch(batch_id, root, card_count, manifest_hash),
+                                    gas=GAS_ANCHOR, on_sent=on_sent)
+
+    def revoke_cards(self, batch_id: bytes, indices: Sequence[int], reason: int) -> TxReceipt:
+        return self.client.transact(self.fn.revokeCards(batch_id, list(indices), reason), gas=_gas_bitmap(len(indices)))
+
+    def revoke_batch(self, batch_id: bytes, reason: int) -> TxReceipt:
+        return self.client.transact(self.fn.revokeBatch(batch_id, reason), gas=GAS_GRANT)
+
+    def mark_redeemed(self, batch_id: bytes, indices: Sequence[int],
+                      on_sent: Callable[[SentTx], None] | None = None) -> TxReceipt:
+        return self.client.transact(self.fn.markRedeemed(batch_id, list(indices)),
+                                    gas=_gas_bitmap(len(indices)), on_sent=on_sent)
+
+    # ---------------------------------------------------------------- reads
+
+    def batch(self, batch_id: bytes, block: Any = "latest") -> OnChainBatch:
+        root, issuer, count, at, revoked, reason = self.client.call(self.fn.batch(batch_id), block)
+        return OnChainBatch(batch_id, bytes(root), issuer, count, at, revoked, reason)
+
+    def is_revoked(self, batch_id: bytes, index: int) -> bool:
+        return bool(self.client.call(self.fn.isRevoked(batch_id, index)))
+
+    def is_redeemed(self, batch_id: bytes, index: int) -> bool:
+        return bool(self.client.call(self.fn.isRedeemed(batch_id, index)))
+
+    def revoked_word(self, batch_id: bytes, word: int, block: Any = "latest") -> int:
+        return int(self.client.call(self.fn.revokedWord(batch_id, word), block))
+
+    def redeemed_word(self, batch_id: bytes, word: int, block: Any = "latest") -> int:
+        return int(self.client.call(self.fn.redeemedWord(batch_id, word), block))
+
+    def leaf_hash(self, leaf: tuple[Any, ...]) -> bytes:
+        return bytes(self.client.call(self.fn.leafHash(leaf)))
+
+    def verify_card(self, leaf: tuple[Any, ...], proof: Sequence[bytes]) -> tuple[bool, CardStatus]:
+        authentic, status = self.client.call(self.fn.verifyCard(leaf, list(proof)))
+        return bool(authentic), CardStatus(status)
