@@ -201,15 +201,21 @@ class ChainClient:
             if self._next_nonce == nonce + 1:
                 self._next_nonce = nonce
 
-    def send(self, fn: ContractFunction, *, gas: int | None = None, value: int = 0) -> SentTx:
-        """Simulate, sign and send a contract call; returns once the node accepted it."""
+    def send(self, fn: ContractFunction, *, gas: int | None = None, value: int = 0,
+             before_broadcast: Callable[[SentTx], None] | None = None) -> SentTx:
+        """Simulate, sign and send a contract call; returns once the node accepted it.
+
+        `before_broadcast` gets the signed transaction's hash before it is broadcast, so a caller can
+        persist it and, after a crash at any point, find out whether the transaction made it.
+        """
         params: dict[str, Any] = {"from": self.address, "value": value}
         if gas is None:
             estimate = guard(lambda: fn.estimate_gas(params))  # reverts here with the decoded error
             gas = int(estimate * 1.25) + 20_000
         else:
             guard(lambda: fn.call(params))  # simulate: one execution, typed error on revert
-        return self._sign_and_send(lambda nonce: fn.build_transaction({**params, "gas": gas, "nonce": nonce}), gas)
+        return self._sign_and_send(lambda nonce: fn.build_transaction({**params, "gas": gas, "nonce": nonce}), gas,
+                                   before_broadcast)
 
     def send_deploy(self, abi: list[dict[str, Any]], bytecode: str, *args: Any, gas: int | None = None) -> SentTx:
         factory = self.w3.eth.contract(abi=abi, bytecode=bytecode)
@@ -234,11 +240,15 @@ class ChainClient:
         tip = 10**9
         return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
 
-    def _sign_and_send(self, build: Callable[[int], dict[str, Any]], gas: int) -> SentTx:
+    def _sign_and_send(self, build: Callable[[int], dict[str, Any]], gas: int,
+                       before_broadcast: Callable[[SentTx], None] | None = None) -> SentTx:
         nonce = self._take_nonce()
         try:
             tx = guard(lambda: build(nonce))
             signed = self.account.sign_transaction(tx)
+            sent = SentTx(HexBytes(signed.hash), nonce, gas)
+            if before_broadcast is not None:
+                before_broadcast(sent)
             tx_hash = guard(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
         except BaseException:
             self._release_nonce(nonce)
@@ -283,11 +293,19 @@ class ChainClient:
 
     def transact(self, fn: ContractFunction, *, gas: int | None = None, value: int = 0,
                  on_sent: Callable[[SentTx], None] | None = None) -> TxReceipt:
-        """send() then wait(); `on_sent` runs in between (e.g. to persist the hash for resumption)."""
-        sent = self.send(fn, gas=gas, value=value)
-        if on_sent is not None:
-            on_sent(sent)
+        """send() then wait(); `on_sent` gets the hash after signing, before broadcast (see send)."""
+        sent = self.send(fn, gas=gas, value=value, before_broadcast=on_sent)
         return self.wait(sent.tx_hash)
+
+    def transaction_known(self, tx_hash: bytes | str) -> bool:
+        """Whether the node knows this transaction (pending or mined)."""
+        from web3.exceptions import TransactionNotFound
+
+        try:
+            guard(lambda: self.w3.eth.get_transaction(tx_hash))
+        except TransactionNotFound:
+            return False
+        return True
 
     def _failure(self, receipt: TxReceipt) -> ChainError:
         """Replay a failed transaction as a call to recover and decode its revert data."""

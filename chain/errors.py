@@ -188,3 +188,174 @@ class AccessControlUnauthorizedAccount(ContractRevert):
 
 class AccessControlBadConfirmation(ContractRevert):
     """Roles can only be renounced by their holder."""
+
+
+class ReentrancyGuardReentrantCall(ContractRevert):
+    """Re-entrant call refused by the contract's reentrancy guard."""
+
+
+class SafeERC20FailedOperation(ContractRevert):
+    """The token transfer failed (the token returned false)."""
+
+
+# --- OpenZeppelin ERC-20 / ERC-2612 (IERC6093, test tokens) -------------------------------------
+
+
+class ERC20InsufficientBalance(ContractRevert):
+    """The sender's token balance is too low."""
+
+
+class ERC20InsufficientAllowance(ContractRevert):
+    """The spender's token allowance is too low."""
+
+
+class ERC20InvalidSender(ContractRevert):
+    """Tokens cannot be sent from this address."""
+
+
+class ERC20InvalidReceiver(ContractRevert):
+    """Tokens cannot be sent to this address."""
+
+
+class ERC20InvalidApprover(ContractRevert):
+    """This address cannot approve a spender."""
+
+
+class ERC20InvalidSpender(ContractRevert):
+    """This address cannot be approved as a spender."""
+
+
+class ERC2612ExpiredSignature(ContractRevert):
+    """The permit's deadline has passed."""
+
+
+class ERC2612InvalidSigner(ContractRevert):
+    """The permit was not signed by the token owner."""
+
+
+class InvalidAccountNonce(ContractRevert):
+    """The nonce was used already or is out of order."""
+
+
+class ECDSAInvalidSignature(ContractRevert):
+    """The signature is invalid."""
+
+
+class ECDSAInvalidSignatureLength(ContractRevert):
+    """The signature has the wrong length."""
+
+
+class ECDSAInvalidSignatureS(ContractRevert):
+    """The signature's s value is out of range (malleable signature)."""
+
+
+class StringTooLong(ContractRevert):
+    """The string is too long for a short string."""
+
+
+class InvalidShortString(ContractRevert):
+    """The value is not a valid short string."""
+
+
+class Blocklisted(ContractRevert):
+    """The account is blocklisted by the token."""
+
+
+# --- CardEscrow (contracts/ICardEscrow.sol) -----------------------------------------------------
+# CardRevoked, CardAlreadyRedeemed and ZeroAddress are shared with the registry (same signatures).
+
+
+class TokenNotAllowed(ContractRevert):
+    """The token is not on the escrow's allowlist."""
+
+
+class FeeTooHigh(ContractRevert):
+    """The fee exceeds the escrow's hard cap."""
+
+
+class InvalidWindowRules(ContractRevert):
+    """The window rules are inconsistent."""
+
+
+class SupplierNotIssuer(ContractRevert):
+    """The supplier does not hold ISSUER_ROLE in the card registry."""
+
+
+class InvalidQuantity(ContractRevert):
+    """The quantity is zero or above the maximum."""
+
+
+class InvalidUnitPrice(ContractRevert):
+    """The unit price is zero or too large."""
+
+
+class InvalidDeliveryDeadline(ContractRevert):
+    """The delivery deadline is in the past or too far ahead."""
+
+
+class InvalidDisputeWindow(ContractRevert):
+    """The dispute window is outside the allowed range."""
+
+
+class UnderFunded(ContractRevert):
+    """The escrow received less than the order's amount (fee-on-transfer token)."""
+
+
+class OrderNotFound(ContractRevert):
+    """There is no such order."""
+
+
+class InvalidOrderStatus(ContractRevert):
+    """The order is not in the status this needs."""
+
+
+class NotOrderBuyer(ContractRevert):
+    """Only the order's buyer may do this."""
+
+
+class NotOrderSupplier(ContractRevert):
+    """Only the order's supplier may do this."""
+
+
+class DeliveryDeadlinePassed(ContractRevert):
+    """The order's delivery deadline has passed."""
+
+
+class DeliveryDeadlineNotPassed(ContractRevert):
+    """The order's delivery deadline has not passed yet."""
+
+
+class DisputeWindowClosed(ContractRevert):
+    """The order's dispute window has closed."""
+
+
+class DisputeWindowOpen(ContractRevert):
+    """The order's dispute window is still open."""
+
+
+class BatchNotOwnedBySupplier(ContractRevert):
+    """The batch is not an anchored batch of the order's supplier."""
+
+
+class InvalidRangeCount(ContractRevert):
+    """The delivery has no ranges or too many."""
+
+
+class InvalidCardRange(ContractRevert):
+    """The card range is empty or beyond the batch's cards."""
+
+
+class QuantityMismatch(ContractRevert):
+    """The delivered card count differs from the ordered quantity."""
+
+
+class CardAlreadyDelivered(ContractRevert):
+    """The card was delivered in an order already; a card is sold once."""
+
+
+class InvalidSplit(ContractRevert):
+    """The arbiter's split does not add up to the escrowed amount."""
+
+
+class NothingToWithdraw(ContractRevert):
+    """There is no credit to withdraw in this token."""

@@ -55,8 +55,11 @@ GAS_ANCHOR = 150_000
 GAS_GRANT = 120_000
 
 
-def _gas_bitmap(n: int) -> int:
-    return 120_000 + 1_200 * n
+def _gas_bitmap(indices: Sequence[int]) -> int:
+    """Gas limit of a revokeCards/markRedeemed call: each bitmap word beyond the first costs a storage write
+    (about 22k gas when fresh), two cold reads and an event (about 27k in all), on top of ~1.2k per index."""
+    words = len({i >> 8 for i in indices})
+    return 120_000 + 1_500 * len(indices) + 32_000 * max(words - 1, 0)
 
 
 class Registry:
@@ -99,8 +102,24 @@ class Registry:
 
     # ---------------------------------------------------------------- writes
 
-    def send_anchor(self, batch_id: bytes, root: bytes, card_count: int, manifest_hash: bytes) -> SentTx:
-        return self.client.send(self.fn.anchorBatch(batch_id, root, card_count, manifest_hash), gas=GAS_ANCHOR)
+    def send_anchor(self, batch_id: bytes, root: bytes, card_count: int, manifest_hash: bytes,
+                    before_broadcast: Callable[[SentTx], None] | None = None) -> SentTx:
+        return self.client.send(self.fn.anchorBatch(batch_id, root, card_count, manifest_hash), gas=GAS_ANCHOR,
+                                before_broadcast=before_broadcast)
+
+    def anchor_event(self, batch_id: bytes, from_block: int = 0) -> dict[str, Any] | None:
+        """The BatchAnchored log of `batch_id` (tx hash, block), found by its indexed topic."""
+        from chain.client import guard
+
+        topic0 = Web3.keccak(text="BatchAnchored(bytes32,address,bytes32,uint256,bytes32)")
+        logs = guard(lambda: self.client.w3.eth.get_logs({
+            "address": self.address, "fromBlock": from_block, "toBlock": "latest",
+            "topics": [topic0, "0x" + batch_id.hex()],
+        }))
+        if not logs:
+            return None
+        log = logs[0]
+        return {"tx_hash": "0x" + bytes(log["transactionHash"]).hex(), "block_number": int(log["blockNumber"])}
 
     def anchor_batch(self, batch_id: bytes, root: bytes, card_count: int, manifest_hash: bytes,
                      on_sent: Callable[[SentTx], None] | None = None) -> TxReceipt:
@@ -108,15 +127,17 @@ class Registry:
                                     gas=GAS_ANCHOR, on_sent=on_sent)
 
     def revoke_cards(self, batch_id: bytes, indices: Sequence[int], reason: int) -> TxReceipt:
-        return self.client.transact(self.fn.revokeCards(batch_id, list(indices), reason), gas=_gas_bitmap(len(indices)))
+        indices = list(indices)
+        return self.client.transact(self.fn.revokeCards(batch_id, indices, reason), gas=_gas_bitmap(indices))
 
     def revoke_batch(self, batch_id: bytes, reason: int) -> TxReceipt:
         return self.client.transact(self.fn.revokeBatch(batch_id, reason), gas=GAS_GRANT)
 
     def mark_redeemed(self, batch_id: bytes, indices: Sequence[int],
                       on_sent: Callable[[SentTx], None] | None = None) -> TxReceipt:
-        return self.client.transact(self.fn.markRedeemed(batch_id, list(indices)),
-                                    gas=_gas_bitmap(len(indices)), on_sent=on_sent)
+        indices = list(indices)
+        return self.client.transact(self.fn.markRedeemed(batch_id, indices),
+                                    gas=_gas_bitmap(indices), on_sent=on_sent)
 
     # ---------------------------------------------------------------- reads
 

@@ -21,6 +21,15 @@ from chain.errors import ContractRevert, Panic, RevertReason, TransactionReverte
 ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
 _HEX_RE = re.compile(r"0x[0-9a-fA-F]{8,}")
+#: Messages of py-evm's non-revert VM errors (out of gas, invalid opcode, bad jump, stack limits, static-call
+#: writes). eth-tester raises them as TransactionFailed(text), just like a decoded Error(string) reason, but they
+#: are no revert: a JSON-RPC node reports them without revert data.
+_PYEVM_VM_ERROR_RE = re.compile(
+    r"^\(?'?(?:Out of gas: Needed \d+|Net-metered SSTORE always fails|Invalid opcode 0x[0-9a-f]+ @ \d+"
+    r"|Invalid Jump Destination|Jump resulted in invalid instruction|Stack limit reached"
+    r"|Stack depth limit reached|Wanted \d+ stack items?,|Insufficient stack items for "
+    r"|Cannot modify state while inside of a STATICCALL context)"
+)
 
 
 def _abi_type(param: dict[str, Any]) -> str:
@@ -86,6 +95,8 @@ def revert_data_from_exception(exc: BaseException) -> bytes | None:
                 return bytes(ast.literal_eval(text))
             except (ValueError, SyntaxError):
                 return None
+        if _PYEVM_VM_ERROR_RE.match(text):
+            return None  # out of gas & co.: not a revert (anvil gives no revert data for them either)
         # A decoded Error(string) reason: re-encode it so that it decodes the same way.
         from eth_abi import encode
 

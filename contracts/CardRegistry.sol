@@ -61,14 +61,16 @@ contract CardRegistry is AccessControl, ICardRegistry {
         uint256 revokedWord_ = revokedBits[wordIndex];
         uint256 redeemedWord_ = redeemedBits[wordIndex];
         uint256 mask;
-        WordMasks memory touched;
+        uint256[] memory touched; // words touched, once a call leaves its first word
+        uint256 nTouched;
         for (uint256 i; i < n; ++i) {
             uint256 index = indices[i];
             if (index >= cardCount) revert CardIndexOutOfRange(batchId, index, cardCount);
             uint256 w = index >> 8;
             if (w != wordIndex) {
                 revokedBits[wordIndex] = revokedWord_ | mask;
-                _addWordMask(touched, wordIndex, mask, n);
+                if (nTouched == 0) touched = _newWordList(n, cardCount);
+                nTouched = _addWordMask(touched, nTouched, wordIndex, mask);
                 wordIndex = w;
                 revokedWord_ = revokedBits[w];
                 redeemedWord_ = redeemedBits[w];
@@ -80,12 +82,13 @@ contract CardRegistry is AccessControl, ICardRegistry {
             mask |= bit;
         }
         revokedBits[wordIndex] = revokedWord_ | mask;
-        if (touched.count == 0) {
+        if (nTouched == 0) {
             emit CardsRevoked(batchId, wordIndex, mask, reason);
         } else {
-            _addWordMask(touched, wordIndex, mask, n);
-            for (uint256 j; j < touched.count; ++j) {
-                emit CardsRevoked(batchId, touched.words[j], touched.masks[j], reason);
+            nTouched = _addWordMask(touched, nTouched, wordIndex, mask);
+            for (uint256 j; j < nTouched; ++j) {
+                uint256 w = touched[j];
+                emit CardsRevoked(batchId, w, _takeWordMask(w), reason);
             }
         }
     }
@@ -128,14 +131,16 @@ contract CardRegistry is AccessControl, ICardRegistry {
         uint256 redeemedWord_ = redeemedBits[wordIndex];
         uint256 revokedWord_ = batchRevoked ? type(uint256).max : revokedBits[wordIndex];
         uint256 mask;
-        WordMasks memory touched;
+        uint256[] memory touched; // words touched, once a call leaves its first word
+        uint256 nTouched;
         for (uint256 i; i < n; ++i) {
             uint256 index = indices[i];
             if (index >= cardCount) revert CardIndexOutOfRange(batchId, index, cardCount);
             uint256 w = index >> 8;
             if (w != wordIndex) {
                 redeemedBits[wordIndex] = redeemedWord_ | mask;
-                _addWordMask(touched, wordIndex, mask, n);
+                if (nTouched == 0) touched = _newWordList(n, cardCount);
+                nTouched = _addWordMask(touched, nTouched, wordIndex, mask);
                 wordIndex = w;
                 redeemedWord_ = redeemedBits[w];
                 revokedWord_ = batchRevoked ? type(uint256).max : revokedBits[w];
@@ -147,12 +152,13 @@ contract CardRegistry is AccessControl, ICardRegistry {
             mask |= bit;
         }
         redeemedBits[wordIndex] = redeemedWord_ | mask;
-        if (touched.count == 0) {
+        if (nTouched == 0) {
             emit CardsRedeemed(batchId, wordIndex, mask, msg.sender);
         } else {
-            _addWordMask(touched, wordIndex, mask, n);
-            for (uint256 j; j < touched.count; ++j) {
-                emit CardsRedeemed(batchId, touched.words[j], touched.masks[j], msg.sender);
+            nTouched = _addWordMask(touched, nTouched, wordIndex, mask);
+            for (uint256 j; j < nTouched; ++j) {
+                uint256 w = touched[j];
+                emit CardsRedeemed(batchId, w, _takeWordMask(w), msg.sender);
             }
         }
     }
@@ -213,42 +219,46 @@ contract CardRegistry is AccessControl, ICardRegistry {
 
     // ---------------------------------------------------------------- internals
 
-    /// @dev The bitmap words a revokeCards/markRedeemed call touched and the bits it set in each, so that it
-    /// emits one event per touched word even when its indices come back to an earlier word (e.g. [1, 300, 2]).
-    /// Only used once a call touches a second word: single-word calls never allocate it.
-    struct WordMasks {
-        uint256[] words;
-        uint256[] masks;
-        uint256 count;
-        uint256 minWord;
-        uint256 maxWord;
+    /// @dev A revokeCards/markRedeemed call emits one event per touched word, even when its indices come back
+    /// to an earlier word (e.g. [1, 300, 2]). Once a call leaves its first word, the bits it set in each word are
+    /// accumulated in transient storage (EIP-1153) at `_WORD_MASKS ^ word`, and the words in first-touch order in
+    /// memory: O(1) per word change. Calls that stay in one word (the common case) never use either.
+    uint256 private constant _WORD_MASKS = uint256(keccak256("cardproof.CardRegistry.wordMasks"));
+
+    /// @dev Room for the distinct words a call can touch: at most one per index, and only in-range words.
+    function _newWordList(uint256 n, uint256 cardCount) private pure returns (uint256[] memory) {
+        uint256 words = (cardCount + 255) >> 8;
+        return new uint256[](n < words ? n : words);
     }
 
-    /// @dev OR `mask` into the entry of `word`, appending it if new. `capacity` (the number of indices) bounds
-    /// the number of entries. A word above or below every word seen so far (sorted indices) is appended
-    /// without a search.
-    function _addWordMask(WordMasks memory t, uint256 word, uint256 mask, uint256 capacity) private pure {
-        uint256 count = t.count;
-        if (count == 0) {
-            t.words = new uint256[](capacity);
-            t.masks = new uint256[](capacity);
-            t.minWord = word;
-            t.maxWord = word;
-        } else if (word > t.maxWord) {
-            t.maxWord = word;
-        } else if (word < t.minWord) {
-            t.minWord = word;
-        } else {
-            for (uint256 j; j < count; ++j) {
-                if (t.words[j] == word) {
-                    t.masks[j] |= mask;
-                    return;
-                }
-            }
+    /// @dev OR `mask` into the transient mask of `word`, appending `word` to `words` when it is new (a mask is
+    /// never zero, so a zero slot means new). Returns the new count of `words`.
+    function _addWordMask(uint256[] memory words, uint256 count, uint256 word, uint256 mask)
+        private
+        returns (uint256)
+    {
+        uint256 slot = _WORD_MASKS ^ word;
+        uint256 prev;
+        assembly ("memory-safe") {
+            prev := tload(slot)
         }
-        t.words[count] = word;
-        t.masks[count] = mask;
-        t.count = count + 1;
+        if (prev == 0) {
+            words[count] = word;
+            ++count;
+        }
+        assembly ("memory-safe") {
+            tstore(slot, or(prev, mask))
+        }
+        return count;
+    }
+
+    /// @dev The accumulated mask of `word`, clearing it so that a later call in the same transaction starts empty.
+    function _takeWordMask(uint256 word) private returns (uint256 mask) {
+        uint256 slot = _WORD_MASKS ^ word;
+        assembly ("memory-safe") {
+            mask := tload(slot)
+            tstore(slot, 0)
+        }
     }
 
     function _requireIssuer(bytes32 batchId) private view returns (Batch storage b) {

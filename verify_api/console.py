@@ -18,6 +18,7 @@ except ImportError:  # pragma: no cover - older typer on real click
 
 from chain.cli import chain_app, deploy_command
 from chain.errors import CardproofError
+from issuer.core.errors import CoreError  # the pure core's errors (bad serial, leaf, proof) are user errors too
 
 app = typer.Typer(
     name="cardproof",
@@ -67,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(exc.format_message().split())
         sys.stderr.write(f"{where}{message} (see --help)\n")
         return EXIT_USAGE
-    except CardproofError as exc:
-        sys.stderr.write(f"cardproof: {exc}\n")
+    except (CardproofError, CoreError) as exc:
+        sys.stderr.write(f"cardproof: {' '.join(str(exc).split())}\n")
         return EXIT_ERROR
     except KeyboardInterrupt:
         sys.stderr.write("cardproof: interrupted\n")

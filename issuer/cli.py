@@ -1,0 +1,231 @@
+"""Issuer commands: issuer add, mint, anchor, batches, export, revoke, redeem, redeemer, db upgrade.
+
+Thin layers: parse options, call the issuer library, present the result (`--json`: one JSON value).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from chain.cli_output import emit_json, err_console, progress, say
+from issuer.runtime import Runtime
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (or array).")]
+
+issuer_app = typer.Typer(help="Manage issuers (suppliers allowed to anchor batches).", no_args_is_help=True)
+redeemer_app = typer.Typer(help="Appoint or dismiss redeemers of the configured issuer's cards.",
+                           no_args_is_help=True)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+
+
+def _bar(description: str):  # noqa: ANN202 - a (phase, done, total) callback and its context
+    state: dict[str, object] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        bar = state.get("bar")
+        if bar is None:
+            return
+        bar.update(done)  # type: ignore[attr-defined]
+
+    return update, state
+
+
+@issuer_app.command("add")
+def issuer_add(name: Annotated[str, typer.Option(help="Display name shown to buyers.")],
+               address: Annotated[str, typer.Option(help="The issuer's account address.")],
+               json_out: JsonOpt = False) -> None:
+    """Grant ISSUER_ROLE to ADDRESS (admin account) and keep its display name."""
+    from issuer.issuers import add_issuer
+
+    rt = Runtime()
+    result = add_issuer(rt.sessions, rt.registry, address, name)
+    if json_out:
+        emit_json(result)
+    else:
+        say(f"issuer {result['name']!r} {result['address']} {'granted ISSUER_ROLE' if result['granted'] else 'already had ISSUER_ROLE'}")
+
+
+@issuer_app.command("list")
+def issuer_list(json_out: JsonOpt = False) -> None:
+    """List known issuers with their track record."""
+    from issuer.issuers import list_issuers
+
+    rows = list_issuers(Runtime().sessions)
+    if json_out:
+        emit_json(rows)
+        return
+    for r in rows:
+        say(f"{r['address']}  {r['name'] or '-':20}  batches {r['batches']}  cards {r['cards']}")
+
+
+def mint(
+    sku: Annotated[str, typer.Option(help="Product SKU (1-32 printable ASCII characters).")],
+    face_value: Annotated[str, typer.Option("--face-value", help="Face value, e.g. 20.00.")],
+    currency: Annotated[str, typer.Option(help="ISO 4217 currency, e.g. USD.")],
+    count: Annotated[int | None, typer.Option(help="Number of cards to generate.")] = None,
+    codes_from: Annotated[Path | None, typer.Option("--codes-from", help="CSV with a 'code' column to import.")] = None,
+    expires: Annotated[str | None, typer.Option(help="Expiry date YYYY-MM-DD (UTC end of day).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Mint a batch for the configured account (generated codes, or imported with --codes-from)."""
+    from issuer.minting import MintRequest, mint_batch
+
+    if count is None and codes_from is None:
+        raise typer.BadParameter("give --count N or --codes-from FILE.csv", param_hint="--count")
+    rt = Runtime()
+    issuer = rt.client.address if rt.settings.rpc_url or _chain_running(rt) else _account_only(rt)
+    request = MintRequest(sku=sku, face_value=face_value, currency=currency, count=count, codes_csv=codes_from,
+                          expires=expires)
+    with progress("minting", count) as bar:
+        result = mint_batch(rt.sessions, rt.master_key, issuer, request,
+                            progress=lambda phase, done, total: bar.update(done) if phase == "store" else None,
+                            workers=2)
+    if json_out:
+        emit_json(result.to_json())
+    else:
+        say(f"minted batch {result.batch_id}: {result.count} cards, root {result.root}")
+        say(f"next: cardproof anchor {result.batch_id}")
+
+
+def _chain_running(rt: Runtime) -> bool:
+    from chain import local_node
+
+    return local_node.status(rt.settings.home) is not None
+
+
+def _account_only(rt: Runtime) -> str:
+    """The issuer address when no chain is up: the configured key (minting needs no chain)."""
+    from chain.client import load_account
+
+    return load_account(rt.settings).address
+
+
+def anchor(batch: Annotated[str, typer.Argument(help="Batch id (0x...).")], json_out: JsonOpt = False) -> None:
+    """Anchor a minted batch's root on chain (idempotent; resumes an interrupted attempt)."""
+    from issuer.anchoring import anchor_batch
+
+    rt = Runtime()
+    quiet = json_out or not err_console.is_terminal
+    status = None if quiet else err_console.status("anchoring...")
+    if status:
+        status.start()
+    try:
+        result = anchor_batch(rt.sessions, rt.registry, batch,
+                              progress=None if quiet else (lambda msg: status.update(msg)))  # type: ignore[union-attr]
+    finally:
+        if status:
+            status.stop()
+    if json_out:
+        emit_json(result.to_json())
+    else:
+        verb = "was already anchored" if result.already else "anchored"
+        say(f"batch {result.batch_id} {verb} in block {result.anchor_block} (tx {result.anchor_tx})")
+
+
+def batches(json_out: JsonOpt = False) -> None:
+    """List batches with their state, root and anchor transaction."""
+    from issuer.batches import list_batch_summaries
+
+    rows = list_batch_summaries(Runtime().sessions)
+    if json_out:
+        emit_json(rows)
+        return
+    if not rows:
+        say("no batches yet (cardproof mint ...)")
+    for r in rows:
+        say(f"{r['batch_id']}  {r['state']:9}  {r['card_count']:>9} x {r['sku']} {r['face_value']} {r['currency']}  "
+            f"root {r['root'][:12]}…  tx {r['anchor_tx'] or '-'}")
+
+
+def export(batch: Annotated[str, typer.Argument(help="Batch id (0x...).")],
+           out: Annotated[Path, typer.Option("--out", help="Folder to write cards.csv, qr/, tree.json.")],
+           qr: Annotated[bool, typer.Option("--qr/--no-qr", help="Write one QR PNG per card.")] = True,
+           force: Annotated[bool, typer.Option(help="Overwrite an earlier export in that folder.")] = False,
+           json_out: JsonOpt = False) -> None:
+    """Export a batch's codes (cards.csv, mode 0600), QR codes and OpenZeppelin tree dump."""
+    from issuer.export import export_batch
+
+    rt = Runtime()
+    with progress("exporting", None) as bar:
+        result = export_batch(rt.sessions, rt.master_key, batch, out, rt.settings.public_url, qr=qr, force=force,
+                              progress=lambda _p, done, _t: bar.update(done))
+    if json_out:
+        emit_json(result.to_json())
+    else:
+        say(f"exported {result.cards} cards of {result.batch_id} to {result.out_dir}")
+
+
+def revoke(serials: Annotated[list[str], typer.Argument(help="Serials of the cards to revoke.")],
+           reason: Annotated[str, typer.Option(help="leaked, fraud, recalled, damaged or unspecified.")],
+           json_out: JsonOpt = False) -> None:
+    """Revoke cards on chain (one transaction per batch)."""
+    from issuer.revocation import parse_reason, revoke_serials
+
+    rt = Runtime()
+    results = revoke_serials(rt.sessions, rt.registry, serials, parse_reason(reason))
+    if json_out:
+        emit_json([r.to_json() for r in results])
+        return
+    for r in results:
+        say(f"revoked {len(r.indices)} card(s) of {r.batch_id} (tx {r.tx_hash})")
+
+
+def redeem(serial: Annotated[str, typer.Argument(help="The card's serial.")],
+           code: Annotated[str | None, typer.Option(help="The card's secret code ('-' reads it from stdin).")] = None,
+           json_out: JsonOpt = False) -> None:
+    """Check a card's code, then mark it redeemed in the database and on chain (exactly once)."""
+    from issuer.redemption import redeem_card
+
+    if code is None:
+        code = typer.prompt("code", hide_input=True)
+    elif code == "-":
+        code = sys.stdin.readline().rstrip("\n")
+    rt = Runtime()
+    result = redeem_card(rt.sessions, rt.master_key, rt.registry, serial, code, rt.client.address)
+    if json_out:
+        emit_json(result.to_json())
+    else:
+        say(f"redeemed {result.serial} (tx {result.tx_hash})")
+
+
+@redeemer_app.command("add")
+def redeemer_add(address: Annotated[str, typer.Argument(help="Account that may redeem your cards.")]) -> None:
+    """Appoint a redeemer for all of the configured issuer's batches."""
+    from issuer.issuers import set_redeemer
+
+    set_redeemer(Runtime().registry, address, True)
+    say(f"{address} may now redeem cards of {Runtime().client.address}")
+
+
+@redeemer_app.command("remove")
+def redeemer_remove(address: Annotated[str, typer.Argument(help="Redeemer to dismiss.")]) -> None:
+    """Dismiss a redeemer."""
+    from issuer.issuers import set_redeemer
+
+    set_redeemer(Runtime().registry, address, False)
+    say(f"{address} may no longer redeem cards")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the database migrations (also done automatically on first use)."""
+    from issuer.storage.db import head_revision, make_engine, safe_url, upgrade
+
+    settings = Runtime().settings
+    settings.home.mkdir(parents=True, exist_ok=True)
+    url = settings.database_url or f"sqlite:///{settings.home}/cardproof.db"
+    engine = make_engine(url)
+    upgrade(engine)
+    say(f"database {safe_url(url)} is at revision {head_revision()}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(issuer_app, name="issuer")
+    app.add_typer(redeemer_app, name="redeemer")
+    app.add_typer(db_app, name="db")
+    for fn in (mint, anchor, batches, export, revoke, redeem):
+        app.command(fn.__name__)(fn)

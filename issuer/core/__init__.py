@@ -1,0 +1,19 @@
+"""cardproof's consensus-critical core.
+
+Everything in this package defines bytes that end up committed on chain: the card leaf and its
+ABI encoding (``leaf``), the code commitment and batch key derivation (``commitment``), the
+serial format (``serial``), the OpenZeppelin StandardMerkleTree construction (``merkle``) and its
+``standard-v1`` dump (``dump``).
+
+WARNING: changes here are consensus-critical. Any change to what these functions compute (field
+order or types, encoding, padding, hashing, leaf sorting, node ordering, commitment domain,
+HKDF labels, serial alphabet or check symbol) silently produces different leaf hashes and roots,
+and so breaks every proof of every batch already anchored on chain, and every card already
+printed. Such a change needs a new versioned format (``cardproof/code/v2``, a new leaf struct,
+a new contract), never an edit in place. The known-answer tests in ``tests/core`` pin the
+current behaviour: if one of them fails, the change is wrong, not the test.
+
+This package is pure: bytes in, bytes out. It must not import web3, SQLAlchemy, HTTP clients or
+servers, or any other part of cardproof; it depends only on the standard library, ``cryptography``
+(HKDF) and a keccak256 implementation (``safe-pysha3``, pycryptodome as a fallback).
+"""

@@ -1,0 +1,1 @@
+"""Persistence of the issuer: models, engine/migrations, repository functions."""

@@ -1,0 +1,280 @@
+"""Database schema of the issuer (SQLAlchemy 2.0 declarative, typed).
+
+The schema is created and evolved only by the Alembic migrations in
+``issuer/migrations`` (see :func:`issuer.storage.db.upgrade`); a test checks the
+migrations produce exactly these models.  Any change here needs a new migration.
+
+Conventions: hashes, batch ids and addresses are stored as ``0x``-prefixed hex
+text (lowercase, except addresses which are EIP-55 checksummed); amounts are
+integers in minor units; times are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Text,
+    UniqueConstraint,
+    TypeDecorator,
+    false,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "BATCH_STATES",
+    "TREE_CHUNK_NODES",
+    "NODE_SIZE",
+    "Base",
+    "Issuer",
+    "Batch",
+    "Card",
+    "TreeChunk",
+    "Deployment",
+    "Meta",
+    "utcnow",
+    "UTCDateTime",
+    "BigIntPK",
+    "MODEL_MODULES",
+    "import_all_models",
+]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: Lifecycle of a batch; transitions are enforced by ``repository.set_batch_state``.
+BATCH_STATES = ("minted", "anchoring", "anchored", "failed")
+
+#: Nodes per ``tree_chunks`` row (32 KiB of 32-byte nodes).
+TREE_CHUNK_NODES = 1024
+NODE_SIZE = 32
+
+#: 64-bit on PostgreSQL; on SQLite an ``INTEGER PRIMARY KEY`` (rowid alias) so
+#: it auto-increments.
+BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """``DateTime(timezone=True)`` that always hands back aware UTC datetimes.
+
+    PostgreSQL stores ``timestamptz``; SQLite has no time zones, so values are
+    stored as naive UTC and tagged UTC again when read.  Naive input is refused.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime; use an aware one (UTC)")
+        value = value.astimezone(dt.timezone.utc)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+#: Every module declaring tables on :class:`Base`; their tables are all created by
+#: the migrations in ``issuer/migrations``.  Add a module here with its migration.
+MODEL_MODULES = ("issuer.storage.models", "verify_api.models")
+
+
+def import_all_models() -> MetaData:
+    """Import every module of :data:`MODEL_MODULES`; returns the complete metadata.
+
+    What the migrations must match (Alembic's ``target_metadata``).  A listed
+    package that is not installed is skipped.
+    """
+    import importlib
+
+    for name in MODEL_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not name.startswith(exc.name):
+                raise
+    return Base.metadata
+
+
+class Issuer(Base):
+    """An account allowed to mint batches (the first 20 bytes of its batch ids)."""
+
+    __tablename__ = "issuers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: EIP-55 checksummed address.
+    address: Mapped[str] = mapped_column(String(42), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"Issuer(address={self.address!r}, name={self.name!r})"
+
+
+class Batch(Base):
+    """A batch of cards with its Merkle root and anchoring status."""
+
+    __tablename__ = "batches"
+    __table_args__ = (
+        CheckConstraint(
+            "state IN ('minted', 'anchoring', 'anchored', 'failed')", name="state"
+        ),
+        CheckConstraint("card_count >= 0", name="card_count"),
+        CheckConstraint("face_value >= 0", name="face_value"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: ``0x`` + 64 lowercase hex chars; the first 20 bytes are the issuer address.
+    batch_id: Mapped[str] = mapped_column(String(66), unique=True)
+    issuer_address: Mapped[str] = mapped_column(String(42), index=True)
+    sku: Mapped[str] = mapped_column(String(32))
+    #: In the currency's minor units (cents, ...).
+    face_value: Mapped[int] = mapped_column(BigInteger)
+    #: ISO 4217 alphabetic code.
+    currency: Mapped[str] = mapped_column(String(3))
+    #: Unix seconds; ``None`` (0 on chain) means no expiry.
+    expiry: Mapped[int | None] = mapped_column(BigInteger)
+    card_count: Mapped[int] = mapped_column(Integer)
+    root: Mapped[str] = mapped_column(String(66))
+    manifest_hash: Mapped[str] = mapped_column(String(66))
+    state: Mapped[str] = mapped_column(String(16), default="minted", index=True)
+    #: The batch secret wrapped by the master key (``MasterKey.wrap_batch_secret``).
+    secret_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    chain_id: Mapped[int | None] = mapped_column(BigInteger)
+    registry_address: Mapped[str | None] = mapped_column(String(42))
+    anchor_tx: Mapped[str | None] = mapped_column(String(66))
+    anchor_block: Mapped[int | None] = mapped_column(BigInteger)
+    anchored_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: Last anchoring error, one line.
+    error: Mapped[str | None] = mapped_column(Text)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    revoke_reason: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow
+    )
+
+    cards: Mapped[list[Card]] = relationship(
+        back_populates="batch", lazy="raise_on_sql", passive_deletes=True
+    )
+
+    def __repr__(self) -> str:
+        return f"Batch(batch_id={self.batch_id!r}, state={self.state!r}, cards={self.card_count})"
+
+    @property
+    def batch_id_bytes(self) -> bytes:
+        return bytes.fromhex(self.batch_id[2:])
+
+
+class Card(Base):
+    """One card: public serial, encrypted code, commitment, leaf position."""
+
+    __tablename__ = "cards"
+    __table_args__ = (
+        # Leading column batch_pk: also serves every lookup by batch.
+        UniqueConstraint("batch_pk", "index"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    batch_pk: Mapped[int] = mapped_column(
+        Integer, ForeignKey("batches.id", ondelete="CASCADE")
+    )
+    #: 0-based position in the batch (the leaf's ``index`` field).
+    index: Mapped[int] = mapped_column(Integer)
+    #: 16 Crockford base32 chars + check char, canonical (upper case, no dashes):
+    #: ``repository.db_serial`` of the ``issuer.core.serial`` display form.
+    serial: Mapped[str] = mapped_column(String(17), unique=True)
+    #: ``CodeCipher`` blob of the secret code.
+    code_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    code_commitment: Mapped[bytes] = mapped_column(LargeBinary(32))
+    #: HMAC of the normalized code under the master fingerprint key (de-duplication).
+    code_fingerprint: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    #: Position of the card's leaf in the Merkle heap array.
+    tree_pos: Mapped[int] = mapped_column(Integer)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    revoke_reason: Mapped[int | None] = mapped_column(Integer)
+    redeemed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    redeemed_by: Mapped[str | None] = mapped_column(String(255))
+
+    batch: Mapped[Batch] = relationship(back_populates="cards", lazy="select")
+
+    def __repr__(self) -> str:  # never the code
+        return f"Card(serial={self.serial!r}, batch_pk={self.batch_pk}, index={self.index})"
+
+
+class TreeChunk(Base):
+    """``TREE_CHUNK_NODES`` consecutive 32-byte nodes of a batch's Merkle heap array."""
+
+    __tablename__ = "tree_chunks"
+    __table_args__ = (PrimaryKeyConstraint("batch_pk", "chunk_no"),)
+
+    batch_pk: Mapped[int] = mapped_column(
+        Integer, ForeignKey("batches.id", ondelete="CASCADE")
+    )
+    chunk_no: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Deployment(Base):
+    """A contract deployed by cardproof on some chain."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (UniqueConstraint("chain_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    #: Contract name, e.g. "CardRegistry".
+    name: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(42))
+    block_number: Mapped[int | None] = mapped_column(BigInteger)
+    tx_hash: Mapped[str | None] = mapped_column(String(66))
+    deployer: Mapped[str | None] = mapped_column(String(42))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"Deployment(chain_id={self.chain_id}, name={self.name!r}, address={self.address!r})"
+
+
+class Meta(Base):
+    """Small key/value facts about this database (e.g. the master key id)."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow
+    )
+
