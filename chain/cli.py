@@ -9,7 +9,7 @@ import typer
 from chain import local_node
 from chain.cli_output import emit_json, say
 from chain.client import connect
-from chain.deployments import deploy_registry
+from chain.platform import deploy_platform
 from chain.settings import get_settings
 
 chain_app = typer.Typer(help="Manage the local anvil chain for this CARDPROOF_HOME.", no_args_is_help=True)
@@ -54,12 +54,16 @@ def chain_status(json_out: JsonOpt = False) -> None:
 
 
 def deploy_command(json_out: JsonOpt = False) -> None:
-    """Deploy the CardRegistry on the configured chain (does nothing if already deployed there)."""
+    """Deploy the CardRegistry (and, on dev chains, a test stablecoin and the CardEscrow); idempotent."""
     settings = get_settings()
     client = connect(settings)
-    record, created = deploy_registry(client, settings.home)
+    platform = deploy_platform(client, settings.home)
+    record = platform.registry
     if json_out:
-        emit_json({**record.to_json(), "created": created})
-    else:
-        verb = "deployed" if created else "already deployed"
-        say(f"CardRegistry {verb} at {record.address} on chain {record.chain_id} (block {record.block_number})")
+        emit_json({**record.to_json(), "created": platform.registry_created, **{
+            k: v for k, v in platform.to_json().items() if k in ("escrow", "stablecoin")}})
+        return
+    verb = "deployed" if platform.registry_created else "already deployed"
+    say(f"CardRegistry {verb} at {record.address} on chain {record.chain_id} (block {record.block_number})")
+    if platform.escrow is not None and platform.stablecoin is not None:
+        say(f"CardEscrow at {platform.escrow.address}; test stablecoin at {platform.stablecoin.address}")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hexbytes import HexBytes
+from web3 import Web3
 
 from chain.artifacts import load_artifact
 from chain.client import ChainClient, guard
@@ -63,9 +64,31 @@ def recorded(home: Path, chain_id: int, name: str) -> Deployment | None:
 
 
 def is_live(client: ChainClient, record: Deployment) -> bool:
-    """Whether the chain holds the recorded contract's runtime code at its address."""
-    code = guard(lambda: client.w3.eth.get_code(record.address))
-    return HexBytes(code) == HexBytes(load_artifact(record.name).deployed_bytecode)
+    """Whether the chain still holds the recorded deployment of `record.name` at its address.
+
+    Contracts with immutables (CardEscrow keeps its registry in one, TestStablecoin its EIP-712 domain) never
+    match the artifact's runtime code byte for byte. So the code must be identical, or of the same length
+    with the recorded creation transaction still on chain, having created that address from the artifact's
+    creation code.
+    """
+    from web3.exceptions import TransactionNotFound
+
+    art = load_artifact(record.name)
+    code = HexBytes(guard(lambda: client.w3.eth.get_code(record.address)))
+    expected = HexBytes(art.deployed_bytecode)
+    if code == expected:
+        return True
+    if len(code) != len(expected):
+        return False
+    try:
+        tx = guard(lambda: client.w3.eth.get_transaction(record.tx_hash))
+        receipt = guard(lambda: client.w3.eth.get_transaction_receipt(record.tx_hash))
+    except TransactionNotFound:
+        return False
+    if tx is None or receipt is None or receipt.get("contractAddress") is None:
+        return False
+    return (Web3.to_checksum_address(receipt["contractAddress"]) == Web3.to_checksum_address(record.address)
+            and HexBytes(tx["input"]).startswith(HexBytes(art.bytecode)))
 
 
 def find(client: ChainClient, home: Path, name: str) -> Deployment:

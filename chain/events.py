@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from eth_utils.abi import event_abi_to_log_topic
 from hexbytes import HexBytes
 from web3._utils.events import get_event_data
 from web3 import Web3
@@ -29,12 +30,12 @@ class ChainEvent:
 
 
 def _topic_table(abi: list[dict[str, Any]]) -> dict[bytes, dict[str, Any]]:
-    table = {}
-    for item in abi:
-        if item.get("type") == "event" and not item.get("anonymous"):
-            types = ",".join(i["type"] for i in item["inputs"])
-            table[bytes(Web3.keccak(text=f"{item['name']}({types})"))] = item
-    return table
+    """topic0 -> event ABI (tuple and array-of-tuple arguments included, via eth_utils)."""
+    return {
+        bytes(event_abi_to_log_topic(item)): item
+        for item in abi
+        if item.get("type") == "event" and not item.get("anonymous")
+    }
 
 
 def read_events(client: ChainClient, contracts: Iterable[tuple[str, list[dict[str, Any]]]],

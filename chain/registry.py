@@ -111,7 +111,8 @@ class Registry:
         """The BatchAnchored log of `batch_id` (tx hash, block), found by its indexed topic."""
         from chain.client import guard
 
-        topic0 = Web3.keccak(text="BatchAnchored(bytes32,address,bytes32,uint256,bytes32)")
+        # Both topics as hex strings: eth-tester matches nothing when HexBytes and str topics are mixed.
+        topic0 = "0x" + bytes(Web3.keccak(text="BatchAnchored(bytes32,address,bytes32,uint256,bytes32)")).hex()
         logs = guard(lambda: self.client.w3.eth.get_logs({
             "address": self.address, "fromBlock": from_block, "toBlock": "latest",
             "topics": [topic0, "0x" + batch_id.hex()],

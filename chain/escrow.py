@@ -1,0 +1,527 @@
+"""Typed wrapper over the CardEscrow contract (contracts/CardEscrow.sol) and the dev-chain stablecoin.
+
+Opening an order checks what would make it revert first (token allowlisted, supplier an issuer, quantity and
+price in range, the buyer's balance and allowance) and raises the same typed errors the chain would
+(:class:`chain.errors.TokenNotAllowed`, :class:`chain.errors.ERC20InsufficientAllowance`, ...), so callers
+never pay for a doomed transaction. Every other call is simulated by :class:`chain.client.ChainClient`
+before it is sent, so reverts come back typed too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+from eth_utils import to_checksum_address
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.logs import DISCARD
+from web3.types import TxReceipt
+
+from chain.artifacts import load_artifact
+from chain.client import ChainClient
+from chain.deployments import Deployment, deploy, find
+from chain.errors import (
+    ChainError,
+    ERC20InsufficientAllowance,
+    ERC20InsufficientBalance,
+    InvalidQuantity,
+    InvalidUnitPrice,
+    SupplierNotIssuer,
+    TokenNotAllowed,
+)
+from chain.registry import ISSUER_ROLE
+
+ESCROW = "CardEscrow"
+STABLECOIN = "TestStablecoin"
+ARBITER_ROLE = Web3.keccak(text="ARBITER_ROLE")
+MINTER_ROLE = Web3.keccak(text="MINTER_ROLE")
+DEFAULT_ADMIN_ROLE = b"\x00" * 32
+MAX_UINT256 = 2**256 - 1
+UINT96_MAX = 2**96 - 1
+
+# Gas limits given explicitly (estimation is slow on eth-tester): generous bounds over measured use.
+GAS_ADMIN = 200_000
+GAS_OPEN = 300_000
+GAS_OPEN_PERMIT = 380_000
+GAS_SIMPLE = 150_000
+GAS_WITHDRAW = 200_000
+
+#: The subset of ERC-20 (+ EIP-2612 / ERC-5267) the wrapper uses. `approve` and `transfer` declare no
+#: outputs so the same ABI drives tokens that return nothing (USDT-like).
+ERC20_ABI: list[dict[str, Any]] = [
+    {"type": "function", "name": "balanceOf", "stateMutability": "view",
+     "inputs": [{"name": "account", "type": "address"}], "outputs": [{"name": "", "type": "uint256"}]},
+    {"type": "function", "name": "allowance", "stateMutability": "view",
+     "inputs": [{"name": "owner", "type": "address"}, {"name": "spender", "type": "address"}],
+     "outputs": [{"name": "", "type": "uint256"}]},
+    {"type": "function", "name": "approve", "stateMutability": "nonpayable",
+     "inputs": [{"name": "spender", "type": "address"}, {"name": "value", "type": "uint256"}], "outputs": []},
+    {"type": "function", "name": "transfer", "stateMutability": "nonpayable",
+     "inputs": [{"name": "to", "type": "address"}, {"name": "value", "type": "uint256"}], "outputs": []},
+    {"type": "function", "name": "name", "stateMutability": "view", "inputs": [],
+     "outputs": [{"name": "", "type": "string"}]},
+    {"type": "function", "name": "symbol", "stateMutability": "view", "inputs": [],
+     "outputs": [{"name": "", "type": "string"}]},
+    {"type": "function", "name": "decimals", "stateMutability": "view", "inputs": [],
+     "outputs": [{"name": "", "type": "uint8"}]},
+    {"type": "function", "name": "nonces", "stateMutability": "view",
+     "inputs": [{"name": "owner", "type": "address"}], "outputs": [{"name": "", "type": "uint256"}]},
+    {"type": "function", "name": "permit", "stateMutability": "nonpayable",
+     "inputs": [{"name": "owner", "type": "address"}, {"name": "spender", "type": "address"},
+                {"name": "value", "type": "uint256"}, {"name": "deadline", "type": "uint256"},
+                {"name": "v", "type": "uint8"}, {"name": "r", "type": "bytes32"}, {"name": "s", "type": "bytes32"}],
+     "outputs": []},
+    {"type": "function", "name": "eip712Domain", "stateMutability": "view", "inputs": [],
+     "outputs": [{"name": "fields", "type": "bytes1"}, {"name": "name", "type": "string"},
+                 {"name": "version", "type": "string"}, {"name": "chainId", "type": "uint256"},
+                 {"name": "verifyingContract", "type": "address"}, {"name": "salt", "type": "bytes32"},
+                 {"name": "extensions", "type": "uint256[]"}]},
+]
+
+
+class OrderStatus(IntEnum):
+    """Mirrors the Solidity enum OrderStatus."""
+
+    NONE = 0
+    FUNDED = 1
+    DELIVERED = 2
+    DISPUTED = 3
+    CONFIRMED = 4
+    RELEASED = 5
+    RESOLVED = 6
+    CANCELLED = 7
+
+    @property
+    def settled(self) -> bool:
+        return self in (OrderStatus.CONFIRMED, OrderStatus.RELEASED, OrderStatus.RESOLVED, OrderStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class CardRange:
+    """Cards start .. start + length - 1 of a batch."""
+
+    start: int
+    length: int
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.length
+
+
+@dataclass(frozen=True)
+class Order:
+    order_id: int
+    buyer: str
+    supplier: str
+    token: str
+    quantity: int
+    unit_price: int
+    amount: int
+    fee_bps: int
+    delivery_deadline: int
+    dispute_window: int
+    status: OrderStatus
+    delivered_at: int
+    batch_id: bytes
+    range_count: int
+
+    @property
+    def exists(self) -> bool:
+        return self.status != OrderStatus.NONE
+
+    @property
+    def dispute_window_end(self) -> int | None:
+        """When disputes stop and release becomes possible; None before delivery."""
+        return self.delivered_at + self.dispute_window if self.delivered_at else None
+
+
+@dataclass(frozen=True)
+class Rules:
+    fee_bps: int
+    max_fee_bps: int
+    fee_recipient: str
+    max_delivery_period: int
+    min_dispute_window: int
+    max_dispute_window: int
+    max_quantity: int
+    max_ranges: int
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What a confirm / release credited (from the OrderConfirmed / OrderReleased event)."""
+
+    order_id: int
+    revoked_cards: int
+    supplier_amount: int
+    fee: int
+    buyer_refund: int
+    receipt: TxReceipt
+
+
+@dataclass(frozen=True)
+class Permit:
+    """An EIP-2612 permit signature."""
+
+    value: int
+    deadline: int
+    v: int
+    r: bytes
+    s: bytes
+
+
+def sku_bytes(sku: bytes | str) -> bytes:
+    """A SKU as bytes32: ASCII right-padded with zero bytes (as in the card leaf)."""
+    raw = sku.encode("ascii") if isinstance(sku, str) else bytes(sku)
+    if len(raw) > 32:
+        raise ValueError(f"SKU longer than 32 bytes: {sku!r}")
+    return raw.ljust(32, b"\0")
+
+
+def _ranges(ranges: Iterable[CardRange | tuple[int, int]]) -> list[tuple[int, int]]:
+    out = []
+    for r in ranges:
+        start, length = (r.start, r.length) if isinstance(r, CardRange) else r
+        out.append((int(start), int(length)))
+    return out
+
+
+def _words_touched(ranges: Sequence[tuple[int, int]]) -> int:
+    return sum(((s + n - 1) >> 8) - (s >> 8) + 1 for s, n in ranges if n > 0)
+
+
+def gas_deliver(ranges: Sequence[tuple[int, int]]) -> int:
+    return 160_000 + 45_000 * _words_touched(ranges) + 30_000 * len(ranges)
+
+
+def gas_settle(words: int) -> int:
+    return 160_000 + 12_000 * words
+
+
+class Token:
+    """A minimal ERC-20 handle (works with tokens whose approve/transfer return nothing)."""
+
+    def __init__(self, client: ChainClient, address: str) -> None:
+        self.client = client
+        self.address = to_checksum_address(address)
+        self.contract = client.contract(self.address, ERC20_ABI)
+
+    def as_account(self, client: ChainClient) -> Token:
+        return Token(client, self.address)
+
+    def balance_of(self, account: str) -> int:
+        return int(self.client.call(self.contract.functions.balanceOf(to_checksum_address(account))))
+
+    def allowance(self, owner: str, spender: str) -> int:
+        return int(self.client.call(self.contract.functions.allowance(to_checksum_address(owner),
+                                                                      to_checksum_address(spender))))
+
+    def approve(self, spender: str, amount: int) -> TxReceipt:
+        return self.client.transact(self.contract.functions.approve(to_checksum_address(spender), amount),
+                                    gas=GAS_SIMPLE)
+
+    def transfer(self, to: str, amount: int) -> TxReceipt:
+        return self.client.transact(self.contract.functions.transfer(to_checksum_address(to), amount),
+                                    gas=GAS_SIMPLE)
+
+    def name(self) -> str:
+        return str(self.client.call(self.contract.functions.name()))
+
+    def nonce(self, owner: str) -> int:
+        return int(self.client.call(self.contract.functions.nonces(to_checksum_address(owner))))
+
+    def domain(self) -> dict[str, Any]:
+        """The EIP-712 domain of the token's permits: ERC-5267 if offered, else (name, "1")."""
+        try:
+            _, name, version, chain_id, verifying, _, _ = self.client.call(self.contract.functions.eip712Domain())
+            return {"name": name, "version": version, "chainId": int(chain_id),
+                    "verifyingContract": to_checksum_address(verifying)}
+        except ChainError:
+            return {"name": self.name(), "version": "1", "chainId": self.client.chain_id,
+                    "verifyingContract": self.address}
+
+    def sign_permit(self, spender: str, value: int, deadline: int, nonce: int | None = None) -> Permit:
+        """Sign an EIP-2612 permit of the client's account for `spender` (nothing is sent)."""
+        owner = self.client.address
+        message = {
+            "owner": owner,
+            "spender": to_checksum_address(spender),
+            "value": int(value),
+            "nonce": self.nonce(owner) if nonce is None else nonce,
+            "deadline": int(deadline),
+        }
+        types = {"Permit": [
+            {"name": "owner", "type": "address"},
+            {"name": "spender", "type": "address"},
+            {"name": "value", "type": "uint256"},
+            {"name": "nonce", "type": "uint256"},
+            {"name": "deadline", "type": "uint256"},
+        ]}
+        signed = self.client.account.sign_typed_data(self.domain(), types, message)
+        return Permit(int(value), int(deadline), signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big"))
+
+    def submit_permit(self, owner: str, spender: str, permit: Permit) -> TxReceipt:
+        """Send a permit signed by `owner` (anyone may send it)."""
+        fn = self.contract.functions.permit(to_checksum_address(owner), to_checksum_address(spender), permit.value,
+                                            permit.deadline, permit.v, permit.r, permit.s)
+        return self.client.transact(fn, gas=GAS_SIMPLE)
+
+
+class Escrow:
+    """The CardEscrow as seen by one account (`client`)."""
+
+    def __init__(self, client: ChainClient, address: str) -> None:
+        self.client = client
+        self.address = to_checksum_address(address)
+        self.contract = client.contract(self.address, load_artifact(ESCROW).abi)
+        self._registry: str | None = None
+
+    @classmethod
+    def deployed(cls, client: ChainClient, home: Path) -> Escrow:
+        return cls(client, find(client, home, ESCROW).address)
+
+    def as_account(self, client: ChainClient) -> Escrow:
+        other = Escrow(client, self.address)
+        other._registry = self._registry
+        return other
+
+    @property
+    def fn(self) -> Any:
+        return self.contract.functions
+
+    def token(self, address: str) -> Token:
+        return Token(self.client, address)
+
+    # ---------------------------------------------------------------- admin
+
+    def set_tokens_allowed(self, tokens: Sequence[str], allowed: bool = True) -> TxReceipt:
+        addrs = [to_checksum_address(t) for t in tokens]
+        return self.client.transact(self.fn.setTokensAllowed(addrs, allowed), gas=GAS_ADMIN + 60_000 * len(addrs))
+
+    def set_fee(self, fee_bps: int) -> TxReceipt:
+        return self.client.transact(self.fn.setFee(fee_bps), gas=GAS_ADMIN)
+
+    def set_fee_recipient(self, recipient: str) -> TxReceipt:
+        n = len(self.client.call(self.fn.tokenList()))
+        return self.client.transact(self.fn.setFeeRecipient(to_checksum_address(recipient)),
+                                    gas=GAS_ADMIN + 40_000 * n)
+
+    def set_window_rules(self, max_delivery_period: int, min_dispute_window: int, max_dispute_window: int) -> TxReceipt:
+        return self.client.transact(
+            self.fn.setWindowRules(max_delivery_period, min_dispute_window, max_dispute_window), gas=GAS_ADMIN)
+
+    def grant_arbiter(self, account: str) -> TxReceipt:
+        return self.client.transact(self.fn.grantRole(ARBITER_ROLE, to_checksum_address(account)), gas=GAS_ADMIN)
+
+    def is_arbiter(self, account: str) -> bool:
+        return bool(self.client.call(self.fn.hasRole(ARBITER_ROLE, to_checksum_address(account))))
+
+    # ---------------------------------------------------------------- opening
+
+    @property
+    def registry_address(self) -> str:
+        if self._registry is None:
+            self._registry = to_checksum_address(self.client.call(self.fn.registry()))
+        return self._registry
+
+    def preflight_open(self, supplier: str, quantity: int, token: str, unit_price: int,
+                       *, check_allowance: bool = True) -> int:
+        """Raise the typed error an openOrder would revert with for these reasons; returns the amount.
+
+        Checks the token allowlist, the supplier's ISSUER_ROLE, quantity and price bounds, then the
+        buyer's balance and (unless a permit will set it) allowance.
+        """
+        token = to_checksum_address(token)
+        supplier = to_checksum_address(supplier)
+        # Addresses in the errors are lowercase, exactly as decoded from a revert.
+        if not self.is_token_allowed(token):
+            raise TokenNotAllowed(token=token.lower())
+        max_quantity = int(self.client.call(self.fn.MAX_QUANTITY()))
+        if not 0 < quantity <= max_quantity:
+            raise InvalidQuantity(quantity=quantity, max_quantity=max_quantity)
+        if not 0 < unit_price <= UINT96_MAX:
+            raise InvalidUnitPrice(unit_price=unit_price)
+        registry = self.client.contract(self.registry_address, load_artifact("CardRegistry").abi)
+        if not self.client.call(registry.functions.hasRole(ISSUER_ROLE, supplier)):
+            raise SupplierNotIssuer(supplier=supplier.lower())
+        amount = quantity * unit_price
+        erc20 = self.token(token)
+        balance = erc20.balance_of(self.client.address)
+        if balance < amount:
+            raise ERC20InsufficientBalance(sender=self.client.address.lower(), balance=balance, needed=amount)
+        if check_allowance:
+            allowance = erc20.allowance(self.client.address, self.address)
+            if allowance < amount:
+                raise ERC20InsufficientAllowance(spender=self.address.lower(), allowance=allowance, needed=amount)
+        return amount
+
+    def approve(self, token: str, amount: int = MAX_UINT256) -> TxReceipt:
+        """Approve the escrow to pull `amount` of `token` from the client's account."""
+        return self.token(token).approve(self.address, amount)
+
+    def open_order(self, supplier: str, sku: bytes | str, quantity: int, token: str, unit_price: int,
+                   delivery_deadline: int, dispute_window: int, *, preflight: bool = True,
+                   gas: int | None = None) -> int:
+        """Open and fund an order; returns its id (from the OrderOpened event)."""
+        if preflight:
+            self.preflight_open(supplier, quantity, token, unit_price)
+        fn = self.fn.openOrder(to_checksum_address(supplier), sku_bytes(sku), quantity, to_checksum_address(token),
+                               unit_price, delivery_deadline, dispute_window)
+        return self._opened_id(self.client.transact(fn, gas=gas or GAS_OPEN))
+
+    def sign_permit(self, token: str, amount: int, deadline: int) -> Permit:
+        """The client's EIP-2612 permit letting the escrow pull `amount` of `token`."""
+        return self.token(token).sign_permit(self.address, amount, deadline)
+
+    def open_order_with_permit(self, supplier: str, sku: bytes | str, quantity: int, token: str, unit_price: int,
+                               delivery_deadline: int, dispute_window: int, *, permit: Permit | None = None,
+                               permit_deadline: int | None = None, preflight: bool = True,
+                               gas: int | None = None) -> int:
+        """Open an order approving the escrow with a permit in the same transaction; returns its id.
+
+        The permit is signed here unless given. If it was already used (front-run), the order still opens
+        on the allowance that permit set.
+        """
+        if preflight:
+            amount = self.preflight_open(supplier, quantity, token, unit_price, check_allowance=False)
+        else:
+            amount = quantity * unit_price
+        if permit is None:
+            deadline = permit_deadline if permit_deadline is not None else delivery_deadline
+            permit = self.sign_permit(token, amount, deadline)
+        fn = self.fn.openOrderWithPermit(to_checksum_address(supplier), sku_bytes(sku), quantity,
+                                         to_checksum_address(token), unit_price, delivery_deadline, dispute_window,
+                                         permit.deadline, permit.v, permit.r, permit.s)
+        return self._opened_id(self.client.transact(fn, gas=gas or GAS_OPEN_PERMIT))
+
+    def _opened_id(self, receipt: TxReceipt) -> int:
+        events = self.contract.events.OrderOpened().process_receipt(receipt, errors=DISCARD)
+        if not events:
+            raise ChainError(f"no OrderOpened event in {HexBytes(receipt['transactionHash']).to_0x_hex()}")
+        return int(events[0]["args"]["orderId"])
+
+    # ---------------------------------------------------------------- order life cycle
+
+    def deliver(self, order_id: int, batch_id: bytes, ranges: Iterable[CardRange | tuple[int, int]],
+                *, gas: int | None = None) -> TxReceipt:
+        """Assign cards `ranges` of the supplier's batch `batch_id` to the order (supplier only)."""
+        rs = _ranges(ranges)
+        return self.client.transact(self.fn.deliver(order_id, batch_id, rs), gas=gas or gas_deliver(rs))
+
+    def confirm(self, order_id: int, *, gas: int | None = None) -> Settlement:
+        """Accept the delivery and settle (buyer only)."""
+        receipt = self.client.transact(self.fn.confirm(order_id), gas=gas or self._settle_gas(order_id))
+        return self._settlement(receipt, "OrderConfirmed")
+
+    def release(self, order_id: int, *, gas: int | None = None) -> Settlement:
+        """Settle a delivered order after its dispute window (anyone)."""
+        receipt = self.client.transact(self.fn.release(order_id), gas=gas or self._settle_gas(order_id))
+        return self._settlement(receipt, "OrderReleased")
+
+    def dispute(self, order_id: int) -> TxReceipt:
+        return self.client.transact(self.fn.dispute(order_id), gas=GAS_SIMPLE)
+
+    def resolve(self, order_id: int, buyer_amount: int, supplier_amount: int) -> TxReceipt:
+        """Split a disputed order's escrow (arbiter only); the fee applies to the supplier's share."""
+        return self.client.transact(self.fn.resolve(order_id, buyer_amount, supplier_amount), gas=GAS_ADMIN)
+
+    def cancel(self, order_id: int) -> TxReceipt:
+        return self.client.transact(self.fn.cancel(order_id), gas=GAS_SIMPLE)
+
+    def withdraw(self, token: str, to: str | None = None, *, gas: int | None = None) -> int:
+        """Withdraw the client's whole credit in `token` (to `to`, default itself); returns the amount."""
+        token = to_checksum_address(token)
+        if to is None:
+            fn = self.fn.withdraw(token)
+        else:
+            fn = self.fn.withdrawTo(token, to_checksum_address(to))
+        receipt = self.client.transact(fn, gas=gas or GAS_WITHDRAW)
+        events = self.contract.events.Withdrawn().process_receipt(receipt, errors=DISCARD)
+        return int(events[0]["args"]["amount"]) if events else 0
+
+    def _settle_gas(self, order_id: int) -> int:
+        _, ranges = self.delivery(order_id)
+        return gas_settle(_words_touched([(r.start, r.length) for r in ranges]) if ranges else 1)
+
+    def _settlement(self, receipt: TxReceipt, event: str) -> Settlement:
+        logs = getattr(self.contract.events, event)().process_receipt(receipt, errors=DISCARD)
+        args = logs[0]["args"]
+        return Settlement(int(args["orderId"]), int(args["revokedCards"]), int(args["supplierAmount"]),
+                          int(args["fee"]), int(args["buyerRefund"]), receipt)
+
+    # ---------------------------------------------------------------- reads
+
+    def rules(self) -> Rules:
+        r = self.client.call(self.fn.rules())
+        return Rules(int(r[0]), int(r[1]), to_checksum_address(r[2]), int(r[3]), int(r[4]), int(r[5]),
+                     int(r[6]), int(r[7]))
+
+    def is_token_allowed(self, token: str) -> bool:
+        return bool(self.client.call(self.fn.isTokenAllowed(to_checksum_address(token))))
+
+    def token_list(self) -> list[str]:
+        return [to_checksum_address(t) for t in self.client.call(self.fn.tokenList())]
+
+    def order(self, order_id: int, block: Any = "latest") -> Order:
+        o = self.client.call(self.fn.order(order_id), block)
+        return Order(order_id, to_checksum_address(o[0]), to_checksum_address(o[1]), to_checksum_address(o[2]),
+                     int(o[3]), int(o[4]), int(o[5]), int(o[6]), int(o[7]), int(o[8]), OrderStatus(o[9]),
+                     int(o[10]), bytes(o[11]), int(o[12]))
+
+    def delivery(self, order_id: int) -> tuple[bytes, list[CardRange]]:
+        batch_id, ranges = self.client.call(self.fn.deliveryOf(order_id))
+        return bytes(batch_id), [CardRange(int(s), int(n)) for s, n in ranges]
+
+    def order_count(self) -> int:
+        return int(self.client.call(self.fn.orderCount()))
+
+    def credits(self, account: str, token: str) -> int:
+        return int(self.client.call(self.fn.credits(to_checksum_address(account), to_checksum_address(token))))
+
+    def fees_accrued(self, token: str) -> int:
+        return int(self.client.call(self.fn.feesAccrued(to_checksum_address(token))))
+
+    def delivered_word(self, batch_id: bytes, word: int) -> int:
+        return int(self.client.call(self.fn.deliveredWord(batch_id, word)))
+
+    def revoked_count(self, order_id: int) -> int:
+        return int(self.client.call(self.fn.revokedCount(order_id)))
+
+
+# ------------------------------------------------------------------ deployment
+
+
+def deploy_escrow(client: ChainClient, home: Path, registry_address: str, *, admin: str | None = None,
+                  fee_recipient: str | None = None, tokens: Sequence[str] = ()) -> tuple[Deployment, bool]:
+    """Deploy the CardEscrow for `registry_address` unless a live one is recorded; returns (record, created).
+
+    The client's account becomes admin and fee recipient unless given; `tokens` are allowlisted when the
+    escrow is created (and the client is its admin).
+    """
+    record, created = deploy(client, home, ESCROW, to_checksum_address(registry_address),
+                             to_checksum_address(admin or client.address),
+                             to_checksum_address(fee_recipient or client.address), gas=4_000_000)
+    if created and tokens and (admin is None or to_checksum_address(admin) == client.address):
+        Escrow(client, record.address).set_tokens_allowed(list(tokens), True)
+    return record, created
+
+
+def deploy_test_stablecoin(client: ChainClient, home: Path, name: str = "Test USD",
+                           symbol: str = "tUSD") -> tuple[Deployment, bool]:
+    """Deploy the dev-chain TestStablecoin (client is admin and minter) unless a live one is recorded."""
+    return deploy(client, home, STABLECOIN, name, symbol, client.address, gas=3_000_000)
+
+
+def stablecoin_address(client: ChainClient, home: Path) -> str:
+    """Address of the dev-chain TestStablecoin recorded for this chain (NotDeployed if there is none)."""
+    return find(client, home, STABLECOIN).address
+
+
+def faucet(client: ChainClient, token: str, to: str, amount: int) -> TxReceipt:
+    """Mint `amount` of a TestStablecoin to `to`; the client needs MINTER_ROLE (the deployer has it)."""
+    contract = client.contract(token, load_artifact(STABLECOIN).abi)
+    return client.transact(contract.functions.mint(to_checksum_address(to), amount), gas=GAS_SIMPLE)

@@ -1,0 +1,323 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+/// @notice Life cycle of an escrow order.
+/// @dev Funded -> Delivered -> (Confirmed | Released | Disputed -> Resolved); Funded -> Cancelled.
+enum OrderStatus {
+    /// @dev No such order.
+    None,
+    /// @dev Opened and fully funded by the buyer; waiting for the supplier to deliver.
+    Funded,
+    /// @dev The supplier assigned the cards; the buyer's dispute window is running.
+    Delivered,
+    /// @dev The buyer disputed the delivery; the order waits for an arbiter.
+    Disputed,
+    /// @dev The buyer confirmed the delivery; settled.
+    Confirmed,
+    /// @dev Released after the dispute window by anyone; settled.
+    Released,
+    /// @dev An arbiter split the escrow; settled.
+    Resolved,
+    /// @dev Nothing was delivered before the deadline and the buyer took the refund.
+    Cancelled
+}
+
+/// @notice An escrow order, as returned by `order()` (storage packs it into four slots, see CardEscrow).
+/// @dev The SKU is not stored (it is in the OrderOpened event). The escrowed amount is always exactly
+/// quantity * unitPrice: fee-on-transfer shortfalls are rejected when the order is funded.
+struct Order {
+    /// @dev The account that opened and funded the order; receives refunds.
+    address buyer;
+    /// @dev The supplier (an ISSUER_ROLE holder of the registry) that must deliver.
+    address supplier;
+    /// @dev The ERC-20 the order is paid in.
+    address token;
+    /// @dev Number of cards ordered; a delivery assigns exactly this many.
+    uint256 quantity;
+    /// @dev Price of one card in the token's smallest unit.
+    uint256 unitPrice;
+    /// @dev Escrowed amount, quantity * unitPrice.
+    uint256 amount;
+    /// @dev Platform fee in basis points, copied from the rules at opening; never changes afterwards.
+    uint256 feeBps;
+    /// @dev Unix time after which the supplier can no longer deliver and the buyer may cancel.
+    uint256 deliveryDeadline;
+    /// @dev Seconds after delivery during which the buyer may dispute; anyone may release after it.
+    uint256 disputeWindow;
+    /// @dev Current state.
+    OrderStatus status;
+    /// @dev Unix time of delivery, 0 before.
+    uint256 deliveredAt;
+    /// @dev The supplier's batch the cards come from, 0 before delivery.
+    bytes32 batchId;
+    /// @dev Number of card ranges in the delivery (see deliveryOf).
+    uint256 rangeCount;
+}
+
+/// @notice A run of consecutive card indices `start .. start + length - 1` of a batch.
+struct CardRange {
+    uint32 start;
+    uint32 length;
+}
+
+/// @notice The escrow's rules, as in force now (orders keep the fee they were opened with).
+struct EscrowRules {
+    /// @dev Platform fee in basis points charged on the supplier's proceeds.
+    uint16 feeBps;
+    /// @dev Hard cap of feeBps (1%).
+    uint16 maxFeeBps;
+    /// @dev Owner of the platform fees. Fees accrue per token (see feesAccrued) and count as this account's
+    /// credit; changing the recipient first credits everything accrued so far to the previous one.
+    address feeRecipient;
+    /// @dev Longest allowed time between opening and the delivery deadline, in seconds.
+    uint32 maxDeliveryPeriod;
+    /// @dev Shortest dispute window a buyer may choose, in seconds.
+    uint32 minDisputeWindow;
+    /// @dev Longest dispute window a buyer may choose, in seconds.
+    uint32 maxDisputeWindow;
+    /// @dev Largest quantity of one order (bounds the gas of delivery and settlement).
+    uint32 maxQuantity;
+    /// @dev Largest number of card ranges in one delivery.
+    uint16 maxRanges;
+}
+
+/// @title Custom errors of the CardEscrow, in the style of OpenZeppelin's IERC6093.
+interface ICardEscrowErrors {
+    /// @notice The zero address is not allowed here.
+    error ZeroAddress();
+    /// @notice `token` is not on the escrow's allowlist of payment tokens.
+    error TokenNotAllowed(address token);
+    /// @notice `feeBps` exceeds the hard cap `maxFeeBps`.
+    error FeeTooHigh(uint256 feeBps, uint256 maxFeeBps);
+    /// @notice The window rules are inconsistent (zero delivery period, or min dispute window above max).
+    error InvalidWindowRules(uint256 maxDeliveryPeriod, uint256 minDisputeWindow, uint256 maxDisputeWindow);
+    /// @notice `supplier` does not hold ISSUER_ROLE in the card registry.
+    error SupplierNotIssuer(address supplier);
+    /// @notice `quantity` is zero or above `maxQuantity`.
+    error InvalidQuantity(uint256 quantity, uint256 maxQuantity);
+    /// @notice `unitPrice` is zero or does not fit in 96 bits.
+    error InvalidUnitPrice(uint256 unitPrice);
+    /// @notice `deadline` is not in (`now`, `now` + maxDeliveryPeriod] = (`now`, `latest`].
+    error InvalidDeliveryDeadline(uint256 deadline, uint256 now, uint256 latest);
+    /// @notice `disputeWindow` is outside [`minWindow`, `maxWindow`].
+    error InvalidDisputeWindow(uint256 disputeWindow, uint256 minWindow, uint256 maxWindow);
+    /// @notice The escrow received `received` of `token` instead of `expected` (fee-on-transfer token).
+    error UnderFunded(address token, uint256 expected, uint256 received);
+    /// @notice There is no order `orderId`.
+    error OrderNotFound(uint256 orderId);
+    /// @notice Order `orderId` is in status `status`, but this needs status `required`.
+    error InvalidOrderStatus(uint256 orderId, OrderStatus status, OrderStatus required);
+    /// @notice `caller` is not the buyer of order `orderId`.
+    error NotOrderBuyer(uint256 orderId, address caller);
+    /// @notice `caller` is not the supplier of order `orderId`.
+    error NotOrderSupplier(uint256 orderId, address caller);
+    /// @notice The delivery deadline `deadline` of order `orderId` has passed.
+    error DeliveryDeadlinePassed(uint256 orderId, uint256 deadline);
+    /// @notice The delivery deadline `deadline` of order `orderId` has not passed yet.
+    error DeliveryDeadlineNotPassed(uint256 orderId, uint256 deadline);
+    /// @notice The dispute window of order `orderId` closed at `windowEnd`.
+    error DisputeWindowClosed(uint256 orderId, uint256 windowEnd);
+    /// @notice The dispute window of order `orderId` is open until `windowEnd`.
+    error DisputeWindowOpen(uint256 orderId, uint256 windowEnd);
+    /// @notice `batchId` is not an anchored batch of `supplier` (suppliers deliver from their own batches only).
+    error BatchNotOwnedBySupplier(bytes32 batchId, address supplier);
+    /// @notice A delivery needs between 1 and `maxRanges` ranges; `count` were given.
+    error InvalidRangeCount(uint256 count, uint256 maxRanges);
+    /// @notice Range `start`, `length` is empty or reaches beyond the batch's `cardCount` cards.
+    error InvalidCardRange(bytes32 batchId, uint256 start, uint256 length, uint256 cardCount);
+    /// @notice The ranges hold `delivered` cards, but order `orderId` is for `quantity`.
+    error QuantityMismatch(uint256 orderId, uint256 quantity, uint256 delivered);
+    /// @notice Card `index` of `batchId` is revoked.
+    error CardRevoked(bytes32 batchId, uint256 index);
+    /// @notice Card `index` of `batchId` was redeemed already.
+    error CardAlreadyRedeemed(bytes32 batchId, uint256 index);
+    /// @notice Card `index` of `batchId` was delivered already (in this or another order): a card is sold once.
+    error CardAlreadyDelivered(bytes32 batchId, uint256 index);
+    /// @notice The arbiter's split `buyerAmount` + `supplierAmount` does not equal the escrowed `total`.
+    error InvalidSplit(uint256 orderId, uint256 buyerAmount, uint256 supplierAmount, uint256 total);
+    /// @notice `account` has no credit in `token`.
+    error NothingToWithdraw(address account, address token);
+}
+
+/// @title Events of the CardEscrow: one per state transition and per rule change.
+interface ICardEscrowEvents {
+    /// @notice `token` was added to (`allowed`) or removed from the payment allowlist.
+    event TokenAllowed(address indexed token, bool allowed);
+    /// @notice The platform fee for orders opened from now on is `feeBps` basis points.
+    event FeeSet(uint16 feeBps);
+    /// @notice Fees are now owed to `feeRecipient`; all fees accrued until now were credited to `previous`.
+    event FeeRecipientSet(address indexed previous, address indexed feeRecipient);
+    /// @notice New window rules for orders opened from now on.
+    event WindowRulesSet(uint32 maxDeliveryPeriod, uint32 minDisputeWindow, uint32 maxDisputeWindow);
+    /// @notice `buyer` opened order `orderId` and funded it with `amount` of `token` in the same transaction
+    /// (there is no separate OrderFunded event: an order exists only funded).
+    event OrderOpened(
+        uint256 indexed orderId,
+        address indexed buyer,
+        address indexed supplier,
+        address token,
+        bytes32 sku,
+        uint256 quantity,
+        uint256 unitPrice,
+        uint256 amount,
+        uint256 feeBps,
+        uint256 deliveryDeadline,
+        uint256 disputeWindow
+    );
+    /// @notice The supplier delivered order `orderId`: cards `ranges` of batch `batchId`.
+    event OrderDelivered(uint256 indexed orderId, bytes32 indexed batchId, CardRange[] ranges);
+    /// @notice The buyer confirmed order `orderId`. `revokedCards` were refunded to the buyer (`buyerRefund`);
+    /// the supplier was credited `supplierAmount` and the fee recipient `fee`.
+    event OrderConfirmed(
+        uint256 indexed orderId, uint256 revokedCards, uint256 supplierAmount, uint256 fee, uint256 buyerRefund
+    );
+    /// @notice `caller` released order `orderId` after its dispute window; amounts as in OrderConfirmed.
+    event OrderReleased(
+        uint256 indexed orderId,
+        address indexed caller,
+        uint256 revokedCards,
+        uint256 supplierAmount,
+        uint256 fee,
+        uint256 buyerRefund
+    );
+    /// @notice The buyer disputed order `orderId`; it is frozen until an arbiter resolves it.
+    event OrderDisputed(uint256 indexed orderId);
+    /// @notice `arbiter` resolved order `orderId`: `buyerAmount` to the buyer, `supplierAmount` - `fee` to the
+    /// supplier and `fee` to the fee recipient.
+    event OrderResolved(
+        uint256 indexed orderId, address indexed arbiter, uint256 buyerAmount, uint256 supplierAmount, uint256 fee
+    );
+    /// @notice The buyer cancelled undelivered order `orderId` after its deadline; `refund` was credited back.
+    event OrderCancelled(uint256 indexed orderId, uint256 refund);
+    /// @notice `account` withdrew its whole credit `amount` of `token`, paid to `to`.
+    event Withdrawn(address indexed account, address indexed token, address indexed to, uint256 amount);
+}
+
+/// @title CardEscrow: stablecoin escrow between card buyers and suppliers, settled against the CardRegistry.
+/// @notice Buyers fund orders up front; suppliers deliver cards from their own anchored batches; the buyer
+/// confirms (or anyone releases after the dispute window) and the supplier is paid for every delivered card
+/// that is not revoked at that moment, the buyer refunded for the rest. Every payout is credited and pulled
+/// with withdraw / withdrawTo, so no recipient can block anybody else's funds.
+interface ICardEscrow is ICardEscrowErrors, ICardEscrowEvents {
+    /// @notice Role allowed to resolve disputes.
+    function ARBITER_ROLE() external view returns (bytes32);
+
+    /// @notice Hard cap of the platform fee, in basis points (100 = 1%).
+    function MAX_FEE_BPS() external view returns (uint16);
+
+    /// @notice The card registry whose ISSUER_ROLE holders are the suppliers.
+    function registry() external view returns (address);
+
+    // ------------------------------------------------------------------ admin
+
+    /// @notice Add tokens to (`allowed`) or remove them from the payment allowlist. Admin only.
+    /// Removing a token only stops new orders; open orders still settle and credits stay withdrawable.
+    function setTokensAllowed(address[] calldata tokens, bool allowed) external;
+
+    /// @notice Set the platform fee of orders opened from now on. Admin only; at most MAX_FEE_BPS.
+    function setFee(uint16 feeBps) external;
+
+    /// @notice Set the owner of fees accrued from now on; fees accrued so far are credited to the previous
+    /// recipient first. Admin only.
+    function setFeeRecipient(address feeRecipient) external;
+
+    /// @notice Set the window rules for orders opened from now on. Admin only.
+    function setWindowRules(uint32 maxDeliveryPeriod, uint32 minDisputeWindow, uint32 maxDisputeWindow) external;
+
+    // ------------------------------------------------------------------ orders
+
+    /// @notice Open and fund an order: pulls quantity * unitPrice of `token` from the caller (needs allowance).
+    /// @param supplier Must hold ISSUER_ROLE in the registry.
+    /// @param sku Product SKU, only emitted.
+    /// @param quantity Number of cards, 1 .. maxQuantity.
+    /// @param token An allowlisted ERC-20.
+    /// @param unitPrice Price per card, > 0, < 2**96.
+    /// @param deliveryDeadline Unix time, after now and at most maxDeliveryPeriod ahead.
+    /// @param disputeWindow Seconds, within [minDisputeWindow, maxDisputeWindow].
+    /// @return orderId The new order's id (sequential from 1).
+    function openOrder(
+        address supplier,
+        bytes32 sku,
+        uint256 quantity,
+        address token,
+        uint256 unitPrice,
+        uint256 deliveryDeadline,
+        uint256 disputeWindow
+    ) external returns (uint256 orderId);
+
+    /// @notice As openOrder, first approving the escrow with an EIP-2612 permit for quantity * unitPrice.
+    /// A failing permit (for example one already submitted by a front-runner) is ignored: the order then
+    /// opens if the allowance suffices.
+    function openOrderWithPermit(
+        address supplier,
+        bytes32 sku,
+        uint256 quantity,
+        address token,
+        uint256 unitPrice,
+        uint256 deliveryDeadline,
+        uint256 disputeWindow,
+        uint256 permitDeadline,
+        uint8 v,
+        bytes32 r,
+        bytes32 s
+    ) external returns (uint256 orderId);
+
+    /// @notice Deliver order `orderId`: assign exactly `quantity` cards of the supplier's own batch `batchId`.
+    /// Supplier only, until the delivery deadline. Every card must be neither revoked nor redeemed in the
+    /// registry and never delivered before (in any order).
+    function deliver(uint256 orderId, bytes32 batchId, CardRange[] calldata ranges) external;
+
+    /// @notice The buyer accepts the delivery (any time after it, unless disputed) and the order settles.
+    function confirm(uint256 orderId) external;
+
+    /// @notice Anyone settles a delivered, undisputed order once its dispute window has passed.
+    function release(uint256 orderId) external;
+
+    /// @notice The buyer disputes a delivery within the dispute window; the order waits for an arbiter.
+    function dispute(uint256 orderId) external;
+
+    /// @notice An arbiter settles a disputed order with any split of the escrow. The platform fee (the
+    /// order's feeBps) is charged on `supplierAmount` only; the buyer's share is credited in full.
+    function resolve(uint256 orderId, uint256 buyerAmount, uint256 supplierAmount) external;
+
+    /// @notice The buyer takes a full refund of an undelivered order after its delivery deadline.
+    function cancel(uint256 orderId) external;
+
+    /// @notice Pay the caller's whole credit in `token` to the caller.
+    function withdraw(address token) external;
+
+    /// @notice Pay the caller's whole credit in `token` to `to` (for example when the caller is blocklisted).
+    function withdrawTo(address token, address to) external;
+
+    // ------------------------------------------------------------------ views
+
+    /// @notice Whether `token` may pay new orders.
+    function isTokenAllowed(address token) external view returns (bool);
+
+    /// @notice Every token ever allowlisted (allowed or not any more).
+    function tokenList() external view returns (address[] memory);
+
+    /// @notice The rules in force.
+    function rules() external view returns (EscrowRules memory);
+
+    /// @notice The stored order (status None when it does not exist).
+    function order(uint256 orderId) external view returns (Order memory);
+
+    /// @notice The delivery of an order: its batch and card ranges (empty before delivery).
+    function deliveryOf(uint256 orderId) external view returns (bytes32 batchId, CardRange[] memory ranges);
+
+    /// @notice Number of orders opened so far (the last order id).
+    function orderCount() external view returns (uint256);
+
+    /// @notice Unwithdrawn credit of `account` in `token` (for the fee recipient, including accrued fees).
+    function credits(address account, address token) external view returns (uint256);
+
+    /// @notice Platform fees in `token` accrued for the current fee recipient and not withdrawn yet.
+    function feesAccrued(address token) external view returns (uint256);
+
+    /// @notice Word `wordIndex` of the escrow's bitmap of delivered cards of `batchId` (a card is sold once).
+    function deliveredWord(bytes32 batchId, uint256 wordIndex) external view returns (uint256);
+
+    /// @notice How many of the order's delivered cards are revoked in the registry right now.
+    function revokedCount(uint256 orderId) external view returns (uint256);
+}

@@ -1,0 +1,39 @@
+"""Escrow fixtures: the escrow world is deployed once per backend, before any per-test snapshot.
+
+The package-scoped `_escrow_worlds` fixture snapshots each backend's session chain, deploys the world
+(tests/escrow/world.py) and records it in ``env.extra``; `chain_env` (tests/conftest.py) then snapshots
+and reverts around every test on top of it. At the end of the package each chain is reverted to its
+pre-world snapshot, so other test packages see the chain as tests.chainkit left it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.chainkit import ChainEnv
+from tests.escrow.world import World, deploy_world
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _escrow_worlds(request: pytest.FixtureRequest) -> Iterator[None]:
+    deployed: list[tuple[ChainEnv, object]] = []
+    try:
+        for name in ("_eth_tester_session", "_anvil_session"):
+            env: ChainEnv = request.getfixturevalue(name)
+            base = env.snapshot()
+            deployed.append((env, base))
+            env.extra["escrow_world"] = deploy_world(env)
+            env.admin._next_nonce = None
+        yield
+    finally:
+        for env, base in reversed(deployed):
+            env.extra.pop("escrow_world", None)
+            env.revert(base)
+            env.admin._next_nonce = None
+
+
+@pytest.fixture
+def world(chain_env: ChainEnv) -> World:
+    return World.of(chain_env)
