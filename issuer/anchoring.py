@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
+from web3 import Web3
 
+from chain.client import guard
 from chain.errors import BatchAlreadyAnchored, ChainError, ContractRevert, TransactionTimeout
 from chain.registry import Registry
 from issuer.errors import IssuerError
@@ -65,7 +67,7 @@ def _result(batch: Batch, already: bool) -> AnchorResult:
 
 
 def _block_time(registry: Registry, block_number: int) -> dt.datetime:
-    block = registry.client.w3.eth.get_block(block_number)
+    block = guard(lambda: registry.client.w3.eth.get_block(block_number))
     return dt.datetime.fromtimestamp(int(block["timestamp"]), dt.UTC)
 
 
@@ -142,13 +144,40 @@ def _wait_and_finish(session: Session, registry: Registry, batch: Batch, root: b
     return _finish(session, registry, batch, root, tx_hash, int(receipt["blockNumber"]))
 
 
+#: topic0 of ``BatchAnchored(bytes32 indexed batchId, address indexed issuer, bytes32, uint256, bytes32)``,
+#: as a hex string: eth-tester matches no log when a filter mixes HexBytes and str topics.
+_ANCHORED_TOPIC = "0x" + bytes(Web3.keccak(text="BatchAnchored(bytes32,address,bytes32,uint256,bytes32)")).hex()
+
+
+def _anchor_event(registry: Registry, batch: Batch) -> dict[str, Any] | None:
+    """Transaction and block of the batch's BatchAnchored event: from the receipt of the recorded
+    transaction when it holds the event, else by scanning the registry's logs for the batch id."""
+    topics = [_ANCHORED_TOPIC, batch.batch_id]
+    client = registry.client
+
+    def matches(log: Any) -> bool:
+        return (log["address"].lower() == registry.address.lower()
+                and ["0x" + bytes(t).hex() for t in log["topics"][:2]] == topics)
+
+    if batch.anchor_tx:
+        receipt = client.get_receipt(batch.anchor_tx)
+        if receipt is not None and receipt["status"] == 1 and any(matches(log) for log in receipt["logs"]):
+            return {"tx_hash": batch.anchor_tx, "block_number": int(receipt["blockNumber"])}
+    logs = guard(lambda: client.w3.eth.get_logs({
+        "address": registry.address, "fromBlock": 0, "toBlock": "latest", "topics": topics,
+    }))
+    if not logs:
+        return None
+    return {"tx_hash": "0x" + bytes(logs[0]["transactionHash"]).hex(), "block_number": int(logs[0]["blockNumber"])}
+
+
 def _finish_from_chain(session: Session, registry: Registry, batch: Batch, root: bytes,
                        chain_root: bytes) -> AnchorResult:
     if chain_root != root:
         _fail(session, batch, RootMismatch(
             f"batch {batch.batch_id} is anchored with root 0x{chain_root.hex()}, not {batch.root}"))
         raise RootMismatch(f"batch {batch.batch_id} is anchored on chain with a different root (0x{chain_root.hex()})")
-    event = registry.anchor_event(batch.batch_id_bytes)
+    event = _anchor_event(registry, batch)
     tx_hash = event["tx_hash"] if event else batch.anchor_tx
     block = event["block_number"] if event else registry.client.block_number()
     return _finish(session, registry, batch, root, tx_hash, block)

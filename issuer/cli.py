@@ -22,18 +22,6 @@ redeemer_app = typer.Typer(help="Appoint or dismiss redeemers of the configured 
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 
 
-def _bar(description: str):  # noqa: ANN202 - a (phase, done, total) callback and its context
-    state: dict[str, object] = {}
-
-    def update(phase: str, done: int, total: int) -> None:
-        bar = state.get("bar")
-        if bar is None:
-            return
-        bar.update(done)  # type: ignore[attr-defined]
-
-    return update, state
-
-
 @issuer_app.command("add")
 def issuer_add(name: Annotated[str, typer.Option(help="Display name shown to buyers.")],
                address: Annotated[str, typer.Option(help="The issuer's account address.")],
@@ -77,7 +65,7 @@ def mint(
     if count is None and codes_from is None:
         raise typer.BadParameter("give --count N or --codes-from FILE.csv", param_hint="--count")
     rt = Runtime()
-    issuer = rt.client.address if rt.settings.rpc_url or _chain_running(rt) else _account_only(rt)
+    issuer = _issuer_address(rt)
     request = MintRequest(sku=sku, face_value=face_value, currency=currency, count=count, codes_csv=codes_from,
                           expires=expires)
     with progress("minting", count) as bar:
@@ -89,6 +77,15 @@ def mint(
     else:
         say(f"minted batch {result.batch_id}: {result.count} cards, root {result.root}")
         say(f"next: cardproof anchor {result.batch_id}")
+
+
+def _issuer_address(rt: Runtime) -> str:
+    """The account minting is for. A configured key (CARDPROOF_PRIVATE_KEY / CARDPROOF_KEYSTORE) needs no
+    chain: minting works offline; otherwise the dev chain's account, or a one-line AccountError."""
+    s = rt.settings
+    if s.private_key is not None or s.keystore is not None:
+        return _account_only(rt)
+    return rt.client.address if s.rpc_url or _chain_running(rt) else _account_only(rt)
 
 
 def _chain_running(rt: Runtime) -> bool:
@@ -193,21 +190,32 @@ def redeem(serial: Annotated[str, typer.Argument(help="The card's serial.")],
 
 
 @redeemer_app.command("add")
-def redeemer_add(address: Annotated[str, typer.Argument(help="Account that may redeem your cards.")]) -> None:
+def redeemer_add(address: Annotated[str, typer.Argument(help="Account that may redeem your cards.")],
+                 json_out: JsonOpt = False) -> None:
     """Appoint a redeemer for all of the configured issuer's batches."""
-    from issuer.issuers import set_redeemer
-
-    set_redeemer(Runtime().registry, address, True)
-    say(f"{address} may now redeem cards of {Runtime().client.address}")
+    _set_redeemer(address, True, json_out)
 
 
 @redeemer_app.command("remove")
-def redeemer_remove(address: Annotated[str, typer.Argument(help="Redeemer to dismiss.")]) -> None:
+def redeemer_remove(address: Annotated[str, typer.Argument(help="Redeemer to dismiss.")],
+                    json_out: JsonOpt = False) -> None:
     """Dismiss a redeemer."""
-    from issuer.issuers import set_redeemer
+    _set_redeemer(address, False, json_out)
 
-    set_redeemer(Runtime().registry, address, False)
-    say(f"{address} may no longer redeem cards")
+
+def _set_redeemer(address: str, allowed: bool, json_out: bool) -> None:
+    from issuer.issuers import check_address, set_redeemer
+
+    rt = Runtime()
+    redeemer = check_address(address)
+    set_redeemer(rt.registry, redeemer, allowed)
+    if json_out:
+        emit_json({"issuer": rt.client.address, "redeemer": redeemer, "allowed": allowed,
+                   "registry": rt.registry.address})
+    elif allowed:
+        say(f"{redeemer} may now redeem cards of {rt.client.address}")
+    else:
+        say(f"{redeemer} may no longer redeem cards of {rt.client.address}")
 
 
 @db_app.command("upgrade")

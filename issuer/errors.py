@@ -176,7 +176,9 @@ class InvalidCount(IssuerError, ValueError):
 
     def __init__(self, count: object, minimum: int | None = 1, maximum: int | None = None) -> None:
         self.count = count
-        if maximum is not None and minimum is not None:
+        if maximum is not None and minimum is not None and minimum == maximum:
+            bounds = f"{minimum:,} (the number of codes in the file), or left out"
+        elif maximum is not None and minimum is not None:
             bounds = f"between {minimum:,} and {maximum:,}"
         elif maximum is not None:
             bounds = f"at most {maximum:,}"

@@ -62,7 +62,14 @@ def qr_png(url: str, path: Path) -> None:
 
 
 def _open_private(path: Path) -> Any:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """``path`` truncated for writing, mode 0600 even if it existed with another mode (a stale
+    ``.part`` file of an interrupted export), never through a symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
     return os.fdopen(fd, "w", encoding="utf-8", newline="")
 
 
@@ -108,6 +115,9 @@ def export_batch(sessions: sessionmaker[Session], master_key: MasterKey, batch_i
             tmp_csv.unlink(missing_ok=True)
             raise ExportError(f"cannot write the export to {out_dir}: {exc.strerror}") from None
         tree = MerkleTree.from_nodes(repo.load_tree(session, batch.id), tree_indices)
-        tree_json.write_text(json.dumps(make_dump(leaves, tree), separators=(",", ":")), encoding="utf-8")
+        try:
+            tree_json.write_text(json.dumps(make_dump(leaves, tree), separators=(",", ":")), encoding="utf-8")
+        except OSError as exc:
+            raise ExportError(f"cannot write {tree_json}: {exc.strerror}") from None
         report("export", n, n)
     return ExportResult(batch.batch_id, str(out_dir), n, str(cards_csv), str(tree_json), str(qr_dir) if qr else None)

@@ -4,6 +4,11 @@ The batch id is the issuer's address followed by 12 random bytes, so only that i
 A fresh 32-byte batch secret yields the commitment key and the code encryption key (HKDF); the secret
 itself is stored wrapped by the master key. Everything is written in one database transaction: a
 failure leaves nothing behind.
+
+A million cards take well under 30 s on two cores (``scripts/bench_mint``): serials are formatted
+column-wise, commitments use precomputed HMAC pads, the per-card cryptography and leaf hashing of the
+second half of a batch run in a forked process with ``workers=2``, and a code already stored in another
+batch is caught by the unique index on fingerprints (its CSV line is looked up only then).
 """
 
 from __future__ import annotations
@@ -261,17 +266,17 @@ class _Job:
 
 def _compute_part(job: _Job, codes: list[str], serial_values: list[int], lo: int, hi: int) -> _Part:
     """Commitments, fingerprints, leaf hashes and ciphertexts of cards lo .. hi-1 (codes are stripped)."""
+    part_codes = codes[lo:hi]
     inner, outer = _commitment_mac(job.commit_key)
     icopy, ocopy = inner.copy, outer.copy
     commitments: list[bytes] = []
     append = commitments.append
-    for code in codes[lo:hi]:
+    for code in part_codes:
         i = icopy()
         i.update(code.encode("utf-8"))
         o = ocopy()
         o.update(i.digest())
         append(o.digest())
-    part_codes = codes[lo:hi]
     fingerprints = code_fingerprints(job.fp_key, part_codes)
     hashes: list[bytes] = []
     b, sku, fv, cur, exp = job.batch_id, job.sku32, job.face_value, job.cur3, job.expiry

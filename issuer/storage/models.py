@@ -108,7 +108,7 @@ class Base(DeclarativeBase):
 
 #: Every module declaring tables on :class:`Base`; their tables are all created by
 #: the migrations in ``issuer/migrations``.  Add a module here with its migration.
-MODEL_MODULES = ("issuer.storage.models", "verify_api.models")
+MODEL_MODULES = ("issuer.storage.models", "verify_api.models", "issuer.storage.index_models")
 
 
 def import_all_models() -> MetaData:

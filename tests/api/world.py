@@ -1,0 +1,183 @@
+"""A small world for the API tests: an in-process chain with the registry, a SQLite database, an issuer
+with batches minted (with known codes) and anchored through the issuer library, and app factories."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from sqlalchemy import select
+
+from chain.client import ChainClient, dev_account_for, new_in_process_web3
+from chain.platform import deploy_platform
+from chain.registry import Registry
+from chain.settings import Settings, get_settings
+from issuer.anchoring import anchor_batch
+from issuer.issuers import add_issuer
+from issuer.minting import MintRequest, mint_batch
+from issuer.secrets_store import MasterKey
+from issuer.storage.db import open_database
+from issuer.storage.models import Batch, Card
+from verify_api.app import create_app
+from verify_api.config import ApiSettings
+from verify_api.deps import AppDeps
+from verify_api.ratelimit import MemoryLimiter
+
+GENEROUS = dict(lookup_rate="100000/minute", check_rate_client="100000/minute", check_rate_serial="100000/minute",
+                redeem_rate="100000/minute")
+
+
+@dataclass
+class MintedBatch:
+    batch_id: str
+    cards: list[tuple[str, str]]  # (display serial, code)
+    state: str
+
+
+@dataclass
+class World:
+    home: Path
+    settings: Settings
+    tester: Any
+    admin: ChainClient
+    issuer_client: ChainClient
+    registry: Registry  # acting as the issuer
+    sessions: Any
+    engine: Any
+    master_key: MasterKey
+    batches: dict[str, MintedBatch] = field(default_factory=dict)
+    _used: set[str] = field(default_factory=set)
+
+    def card(self, batch: str = "main") -> tuple[str, str]:
+        """A card of ``batch`` no other test has taken: (serial, code)."""
+        for serial, code in self.batches[batch].cards:
+            if serial not in self._used:
+                self._used.add(serial)
+                return serial, code
+        raise RuntimeError(f"no unused card left in batch {batch}")
+
+    def api_settings(self, **kw: Any) -> ApiSettings:
+        base = dict(GENEROUS, chain_ttl=0.2, chain_stale_after=5.0, scan_flush_interval=0.2, card_cache_ttl=60)
+        base.update(kw)
+        return ApiSettings(**base)
+
+    def deps(self, *, api: ApiSettings | None = None, registry: Any = None, **kw: Any) -> AppDeps:
+        return AppDeps(settings=self.settings, api=api or self.api_settings(), sessions=self.sessions,
+                       master_key=self.master_key, registry=registry or self.registry,
+                       limiter=kw.pop("limiter", None) or MemoryLimiter(), **kw)
+
+    def app(self, **kw: Any):
+        return create_app(self.settings, deps=self.deps(**kw))
+
+
+def _codes_csv(path: Path, codes: list[str]) -> Path:
+    path.write_text("code\n" + "\n".join(codes) + "\n", encoding="utf-8")
+    return path
+
+
+def mint(world: World, name: str, count: int, *, anchor: bool = True, expires: str | None = None) -> MintedBatch:
+    codes = [f"{name.upper()}-CODE-{i:04d}-{Account.create().address[2:14]}" for i in range(count)]
+    csv = _codes_csv(world.home / f"{name}.csv", codes)
+    res = mint_batch(world.sessions, world.master_key, world.issuer_client.address,
+                     MintRequest(sku=f"GC-{name.upper()}", face_value="25.00", currency="USD", codes_csv=csv,
+                                 expires=expires))
+    if anchor:
+        anchor_batch(world.sessions, world.registry, res.batch_id)
+    with world.sessions() as s:
+        rows = s.execute(select(Card.index, Card.serial).join(Batch, Card.batch_pk == Batch.id)
+                         .where(Batch.batch_id == res.batch_id).order_by(Card.index)).all()
+    from issuer.core.serial import format_serial, parse_serial
+
+    cards = [(format_serial(parse_serial(serial)), codes[index]) for index, serial in rows]
+    mb = MintedBatch(res.batch_id, cards, "anchored" if anchor else "minted")
+    world.batches[name] = mb
+    return mb
+
+
+def build_world() -> World:
+    home = Path(tempfile.mkdtemp(prefix="cardproof-api-"))
+    settings = get_settings(home=home, public_url="http://cards.test", explorer_url="https://explorer.test",
+                            database_url=f"sqlite:///{home / 'cardproof.db'}", redis_url=None)
+    tester, w3 = new_in_process_web3()
+    admin = ChainClient(w3, dev_account_for(w3, w3.eth.chain_id), backend="eth-tester")
+    deploy_platform(admin, home)  # registry, and on this dev chain the test stablecoin and escrow
+    issuer_acct = Account.from_key(b"\x42" * 32)
+    admin.wait(admin.send_value(issuer_acct.address, 10**20).tx_hash)
+    issuer_client = admin.with_account(issuer_acct)
+    from chain.deployments import REGISTRY, find
+
+    address = find(admin, home, REGISTRY).address
+    engine, sessions = open_database(settings)
+    add_issuer(sessions, Registry(admin, address), issuer_acct.address, "Acme Gift Cards")
+    world = World(home, settings, tester, admin, issuer_client, Registry(issuer_client, address), sessions, engine,
+                  MasterKey.generate())
+    mint(world, "main", 60)
+    mint(world, "pending", 4, anchor=False)
+    return world
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """A real uvicorn server on loopback, in a thread, serving ``app``."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    lifespan="on", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn-test", daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def _flaky_provider_class():
+    from web3 import EthereumTesterProvider
+
+    class FlakyProvider(EthereumTesterProvider):
+        """The in-process chain's provider; while ``down`` every request fails as a dropped connection would."""
+
+        down = False
+
+        def is_connected(self, show_traceback: bool = False) -> bool:
+            return not self.down
+
+        def make_request(self, method: Any, params: Any) -> Any:
+            if self.down:
+                raise ConnectionError("chain is down (test)")
+            return super().make_request(method, params)
+
+    return FlakyProvider
+
+
+def flaky_registry(world: World) -> tuple[Registry, Any]:
+    """A registry reading the world's chain through a provider that can be switched off."""
+    from web3 import Web3
+
+    provider = _flaky_provider_class()(world.tester)
+    w3 = Web3(provider)
+    client = ChainClient(w3, world.issuer_client.account, backend="eth-tester", _chain_id=world.admin.chain_id)
+    return Registry(client, world.registry.address), provider

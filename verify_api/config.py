@@ -1,0 +1,102 @@
+"""Settings of the verification API, read from ``CARDPROOF_API_*`` environment variables.
+
+The chain, database, keys, Redis URL and explorer URL come from :class:`chain.settings.Settings`
+(``CARDPROOF_*``); what only the API needs is here. Nothing is read at import time.
+
+Rates are written ``"N/period"`` with period ``second``, ``minute``, ``hour`` or ``day``
+(``"30/minute"``), or ``"0"``/``"off"`` for no limit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ApiSettings", "Rate", "get_api_settings", "parse_rate"]
+
+_PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600,
+            "d": 86400, "day": 86400}
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+?)s?\s*$")
+
+
+@dataclass(frozen=True)
+class Rate:
+    """At most ``limit`` events per ``period`` seconds (0 = unlimited)."""
+
+    limit: int
+    period: float
+
+    @property
+    def unlimited(self) -> bool:
+        return self.limit <= 0
+
+    def __str__(self) -> str:
+        return "off" if self.unlimited else f"{self.limit}/{self.period:g}s"
+
+
+def parse_rate(text: str | Rate) -> Rate:
+    if isinstance(text, Rate):
+        return text
+    value = str(text).strip().lower()
+    if value in ("", "0", "off", "none", "unlimited"):
+        return Rate(0, 1.0)
+    m = _RATE_RE.match(value)
+    if not m or m.group(3) not in _PERIODS:
+        raise ValueError(f"a rate is written like '30/minute', not {text!r}")
+    mult = int(m.group(2)) if m.group(2) else 1
+    return Rate(int(m.group(1)), float(_PERIODS[m.group(3)] * max(mult, 1)))
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CARDPROOF_API_", env_file=None, case_sensitive=False,
+                                      extra="ignore")
+
+    #: Lookups (GET card, page, batch, issuer) per client.
+    lookup_rate: str = "120/minute"
+    #: Code checks per client, and per serial (brute force of one card's code).
+    check_rate_client: str = "20/minute"
+    check_rate_serial: str = "10/hour"
+    #: Redemptions per API key / signer.
+    redeem_rate: str = "600/minute"
+    #: Seconds between polls of the chain head and the registry's events (the status cache's TTL).
+    chain_ttl: float = Field(default=2.0, gt=0)
+    #: Cached bitmap words and batches are re-read when older than this, events or not.
+    chain_max_age: float = Field(default=300.0, gt=0)
+    #: After this many seconds without a successful poll the chain is reported stale.
+    chain_stale_after: float = Field(default=10.0, gt=0)
+    #: Timeout of one JSON-RPC request made by the API.
+    rpc_timeout: float = Field(default=3.0, gt=0)
+    #: Seconds a card looked up in the database stays cached (positive and negative answers).
+    card_cache_ttl: float = Field(default=60.0, ge=0)
+    card_cache_size: int = Field(default=200_000, ge=0)
+    #: Trust X-Forwarded-For / CF-IPCountry (only behind a proxy that sets them).
+    trust_proxy: bool = False
+    #: Record scans (always asynchronously, in batches).
+    record_scans: bool = True
+    scan_flush_interval: float = Field(default=0.5, gt=0)
+    scan_queue_max: int = Field(default=100_000, ge=1)
+    scan_retention_days: int = Field(default=90, ge=1)
+    #: Freeze the objects built at start-up out of the garbage collector and collect less often
+    #: (shorter pauses under load). Only where the app runs in its own process (cardproof serve).
+    tune_gc: bool = False
+    #: Registry address to use instead of the deployment recorded in CARDPROOF_HOME.
+    registry_address: str | None = None
+    #: Accepted clock skew of signed redemption requests, seconds.
+    signature_window: int = Field(default=300, ge=10)
+
+    @field_validator("lookup_rate", "check_rate_client", "check_rate_serial", "redeem_rate")
+    @classmethod
+    def _valid_rate(cls, value: str) -> str:
+        parse_rate(value)
+        return value
+
+    def rate(self, name: str) -> Rate:
+        return parse_rate(getattr(self, name))
+
+
+def get_api_settings(**overrides: Any) -> ApiSettings:
+    return ApiSettings(**overrides)

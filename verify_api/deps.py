@@ -1,0 +1,180 @@
+"""What the routes need, built once per process in the app's lifespan (never at import time).
+
+``create_app(deps=AppDeps(...))`` lets tests and tools hand in ready-made parts (a session factory, a
+registry on an in-process chain, a limiter); whatever is left out is built from the settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from chain.registry import Registry
+from chain.settings import Settings, get_settings
+from issuer.secrets_store import MasterKey
+from verify_api.chain_view import ChainView
+from verify_api.config import ApiSettings, get_api_settings
+from verify_api.errors import RateLimited
+from verify_api.ratelimit import Limiter, make_limiter
+from verify_api.scans import ScanRecorder
+from verify_api.service import CardService
+
+log = logging.getLogger("cardproof.api")
+
+__all__ = ["AppDeps", "ClientInfo", "DepsDep", "SessionDep", "client_info", "connect_registry", "get_deps",
+           "get_session", "rate_limit"]
+
+
+@dataclass
+class AppDeps:
+    settings: Settings | None = None
+    api: ApiSettings | None = None
+    engine: Engine | None = None
+    sessions: sessionmaker[Session] | None = None
+    master_key: MasterKey | None = None
+    #: The registry (its client's account redeems), or a function connecting to it.
+    registry: Registry | Callable[[], Registry] | None = None
+    chain: ChainView | None = None
+    limiter: Limiter | None = None
+    scans: ScanRecorder | None = None
+    service: CardService | None = None
+    #: Start the chain poller and the scan writer threads.
+    background: bool = True
+    _owned: list[Any] = field(default_factory=list, repr=False)
+
+    def resolve(self) -> AppDeps:
+        """Fill in every missing part from the settings."""
+        if self.settings is None:
+            self.settings = get_settings()
+        if self.api is None:
+            self.api = get_api_settings()
+        s, api = self.settings, self.api
+        if self.sessions is None:
+            from issuer.storage.db import open_database
+
+            self.engine, self.sessions = open_database(s)
+            self._owned.append(self.engine)
+        if self.master_key is None:
+            from issuer.secrets_store import load_master_key
+
+            self.master_key = load_master_key(s)
+        if self.chain is None:
+            reg = self.registry if self.registry is not None else (lambda: connect_registry(s, api))
+            self.chain = ChainView(reg, ttl=api.chain_ttl, max_age=api.chain_max_age,
+                                   stale_after=api.chain_stale_after)
+        if self.limiter is None:
+            self.limiter = make_limiter(s.redis_url)
+            self._owned.append(self.limiter)
+        if self.scans is None:
+            from issuer.secrets_store import derive_key
+
+            secret = derive_key(self.master_key.fingerprint_key(), b"cardproof/scan-client-secret/v1")
+            self.scans = ScanRecorder(self.sessions, secret, enabled=api.record_scans,
+                                      flush_interval=api.scan_flush_interval, queue_max=api.scan_queue_max,
+                                      retention_days=api.scan_retention_days)
+        if self.service is None:
+            self.service = CardService(self.sessions, self.chain, self.scans, self.master_key,
+                                       cache_ttl=api.card_cache_ttl, cache_size=api.card_cache_size,
+                                       public_url=s.public_url, explorer_url=s.explorer_url)
+        return self
+
+    def start(self) -> None:
+        if self.background:
+            self.chain.start()
+            self.scans.start()
+        else:
+            self.chain.poll()
+
+    def close(self) -> None:
+        try:
+            self.chain.stop()
+        finally:
+            self.scans.stop()
+            for thing in self._owned:
+                try:
+                    (getattr(thing, "dispose", None) or thing.close)()
+                except Exception:  # noqa: BLE001
+                    log.debug("closing %r failed", thing)
+
+    def acting_registry(self) -> Registry:
+        """The registry whose client account sends transactions (redemptions)."""
+        return self.chain._ensure_registry()  # noqa: SLF001
+
+
+def connect_registry(settings: Settings, api: ApiSettings) -> Registry:
+    """The configured chain's registry. Reading needs no account: without one, a throwaway address is used."""
+    from eth_account import Account
+
+    from chain.client import ETH_TESTER, ChainClient, guard, http_web3, load_account, resolve_rpc, \
+        shared_in_process_web3
+    from chain.deployments import REGISTRY, find
+    from chain.errors import AccountError, ConfigError
+
+    url = resolve_rpc(settings)
+    if url == ETH_TESTER:
+        _, w3 = shared_in_process_web3()
+    else:
+        w3 = http_web3(url, timeout=api.rpc_timeout)
+    chain_id = guard(lambda: w3.eth.chain_id)
+    if settings.chain_id is not None and settings.chain_id != chain_id:
+        raise ConfigError(f"the node at {url} is chain {chain_id}, but CARDPROOF_CHAIN_ID is {settings.chain_id}")
+    try:
+        account = load_account(settings, w3, chain_id)
+    except AccountError:
+        account = Account.create()
+    client = ChainClient(w3, account, confirmations=settings.confirmations,
+                         backend=ETH_TESTER if url == ETH_TESTER else "rpc", _chain_id=chain_id)
+    address = api.registry_address or find(client, settings.home, REGISTRY).address
+    return Registry(client, address)
+
+
+def get_deps(request: Request) -> AppDeps:
+    return request.app.state.deps
+
+
+def get_session(request: Request):
+    with request.app.state.deps.sessions() as session:
+        yield session
+
+
+DepsDep = Annotated[AppDeps, Depends(get_deps)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    ip: str
+    hash: str
+    ua: str
+    country: str | None
+
+
+def client_info(request: Request, deps: AppDeps) -> ClientInfo:
+    ip = request.client.host if request.client else "unknown"
+    country = None
+    headers = request.headers
+    if deps.api.trust_proxy:
+        fwd = headers.get("x-forwarded-for")
+        if fwd:
+            ip = fwd.split(",")[0].strip()[:64] or ip
+        c = headers.get("cf-ipcountry") or headers.get("x-country")
+        if c and len(c) == 2 and c.isalpha():
+            country = c.upper()
+    from verify_api.scans import ua_family
+
+    return ClientInfo(ip, deps.scans.client(ip), ua_family(headers.get("user-agent")), country)
+
+
+def rate_limit(deps: AppDeps, scope: str, key: str, rate_name: str) -> None:
+    wait = deps.limiter.hit(f"{scope}:{key}", deps.api.rate(rate_name))
+    if wait > 0:
+        from verify_api.metrics import RATE_LIMITED
+
+        RATE_LIMITED.labels(scope).inc()
+        raise RateLimited(wait, "requests" if scope == "lookup" else f"{scope} requests")

@@ -1,0 +1,1 @@
+"""Routes of the verification API, one module per resource."""

@@ -1,0 +1,108 @@
+"""/v1/issuers/{address}: an issuer's public track record."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
+from starlette.concurrency import run_in_threadpool
+from web3 import Web3
+
+from verify_api.deps import client_info, rate_limit
+from verify_api.errors import ApiError
+from verify_api.jsonresp import JSONResponse
+from verify_api.schemas import ERRORS, ErrorBody, IssuerAnswer
+
+router = APIRouter(prefix="/v1/issuers", tags=["issuers"])
+
+#: On-chain counts are summed from the registry's events for at most this many anchored batches.
+MAX_BATCHES_ON_CHAIN = 200
+_CACHE_TTL = 30.0
+_cache: dict[tuple[str, str], tuple[float, dict]] = {}
+_cache_lock = threading.Lock()
+
+
+@router.get("/{address}", response_model=IssuerAnswer,
+            responses={**ERRORS, 404: {"model": ErrorBody, "description": "No batches from this issuer."}},
+            summary="An issuer's public track record: batches, cards, revocations, redemptions")
+async def get_issuer(address: Annotated[str, Path(max_length=64, description="0x address")],
+                     request: Request) -> JSONResponse:
+    deps = request.app.state.deps
+    rate_limit(deps, "lookup", client_info(request, deps).hash, "lookup_rate")
+    if not Web3.is_address(address):
+        raise ApiError(422, "invalid_address", "not a valid 0x address")
+    return JSONResponse(await run_in_threadpool(_issuer, deps, Web3.to_checksum_address(address)),
+                        headers={"Cache-Control": "no-store"})
+
+
+def _issuer(deps, address: str) -> dict:
+    from sqlalchemy import select
+
+    from issuer.lookup import issuer_track_record
+    from issuer.storage.models import Batch
+
+    with deps.sessions() as session:
+        record = issuer_track_record(session, address)
+        anchored = session.execute(
+            select(Batch.batch_id, Batch.anchor_block, Batch.revoked, Batch.card_count)
+            .where(Batch.issuer_address == address, Batch.state == "anchored")).all()
+    if not record.get("batches") and not record.get("name"):
+        raise ApiError(404, "issuer_not_found", "no batches from this issuer")
+    record["on_chain"] = {"has_role": deps.chain.is_issuer(address), **_on_chain_counts(deps, address, anchored)}
+    record["chain"] = deps.chain.status().to_json()
+    return record
+
+
+def _on_chain_counts(deps, address: str, anchored: list) -> dict:
+    """Revoked and redeemed cards summed from the registry's events (cached briefly); None if unknown."""
+    unknown = {"revoked_cards": None, "redeemed_cards": None}
+    if not anchored or len(anchored) > MAX_BATCHES_ON_CHAIN:
+        return {"revoked_cards": 0, "redeemed_cards": 0} if not anchored else unknown
+    status = deps.chain.status()
+    key = (status.registry or "", address)
+    now = time.monotonic()
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None and now - hit[0] < _CACHE_TTL:
+            return hit[1]
+    try:
+        reg = deps.chain._ensure_registry()  # noqa: SLF001
+        anchored = [(bid, blk, _revoked_on_chain(deps, bid, revoked), n) for bid, blk, revoked, n in anchored]
+        counts = _count_events(reg, anchored)
+    except Exception:  # noqa: BLE001 - the chain does not answer: say unknown
+        return unknown
+    with _cache_lock:
+        _cache[key] = (now, counts)
+    return counts
+
+
+def _revoked_on_chain(deps, batch_id: str, db_revoked: bool) -> bool:
+    b = deps.chain.batch(bytes.fromhex(batch_id[2:]))
+    return bool(b.revoked) if b is not None and b.anchored else bool(db_revoked)
+
+
+def _count_events(reg, anchored: list) -> dict:
+    from chain.client import guard
+
+    sig = {name: Web3.keccak(text=text).to_0x_hex() for name, text in (
+        ("rev", "CardsRevoked(bytes32,uint256,uint256,uint16)"),
+        ("red", "CardsRedeemed(bytes32,uint256,uint256,address)"))}
+    ids = ["0x" + bid[2:].lower() for bid, *_ in anchored]
+    start = min((blk or 0) for _bid, blk, *_ in anchored)
+    logs = guard(lambda: reg.client.w3.eth.get_logs({
+        "address": reg.address, "fromBlock": start, "toBlock": "latest",
+        "topics": [[sig["rev"], sig["red"]], ids]}))
+    revoked_batches = {bid.lower() for bid, _blk, revoked, _n in anchored if revoked}
+    revoked = sum(n for bid, _blk, revoked, n in anchored if revoked)
+    redeemed = 0
+    for log in logs:
+        bid = "0x" + bytes(log["topics"][1]).hex()
+        mask = int.from_bytes(bytes(log["data"])[0:32], "big")  # the first non-indexed field of both
+        if "0x" + bytes(log["topics"][0]).hex() == sig["rev"]:
+            if bid not in revoked_batches:
+                revoked += mask.bit_count()
+        else:
+            redeemed += mask.bit_count()
+    return {"revoked_cards": revoked, "redeemed_cards": redeemed}

@@ -1,0 +1,368 @@
+"""The card service: database records + chain view -> the public answer about a card.
+
+Hot path: a lookup whose card record, chain facts and counts are all cached is answered without any
+I/O (``view_fast``); otherwise ``view`` reads what is missing (database, chain) in a worker thread.
+
+Unknown serials cost the same work and get the same shape as known ones: the database lookup that
+misses is followed by the same lookup of a real "decoy" card, the same chain reads for the decoy's
+batch and words, and the answer has every key of a known card's answer, with nulls.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from issuer.core.errors import InvalidProof
+from issuer.core.leaf import LEAF_ENCODING, LEAF_FIELDS, leaf_hash
+from issuer.core.merkle import process_proof
+from issuer.core.serial import format_serial, parse_serial
+from issuer.errors import CardNotFound
+from issuer.lookup import CardRecord, check_code, find_card
+from issuer.secrets_store import MasterKey
+from issuer.storage.models import Batch, Card
+from issuer.storage.repository import get_card_by_serial
+from verify_api.chain_view import MISSING, ChainView
+from verify_api.scans import ScanRecorder
+from verify_api.verdict import ChainFacts, Verdict, decide
+
+log = logging.getLogger("cardproof.api.service")
+
+__all__ = ["CachedCard", "CardService", "canonical_serial"]
+
+
+_CANON: dict[str, tuple[str, str]] = {}
+
+
+def canonical_serial(text: str) -> tuple[str, str]:
+    """(stored form without dashes, display form) of a typed serial; InvalidSerial if malformed."""
+    found = _CANON.get(text)
+    if found is not None:
+        return found
+    display = format_serial(parse_serial(text))
+    found = (display.replace("-", ""), display)
+    if len(_CANON) > 100_000:
+        _CANON.clear()
+    _CANON[text] = found
+    return found
+
+
+def _iso(value: dt.datetime | int | None) -> str | None:
+    if value is None or value == 0:
+        return None
+    if isinstance(value, int):
+        value = dt.datetime.fromtimestamp(value, dt.UTC)
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _hex(b: bytes | None) -> str | None:
+    return None if b is None else "0x" + bytes(b).hex()
+
+
+@dataclass
+class CachedCard:
+    canon: str
+    display: str
+    record: CardRecord | None
+    batch_id: bytes | None
+    proof_root: bytes | None
+    #: Parts of the answer that do not change: product, proof, the database's batch fields.
+    static: dict[str, Any]
+    expires: float
+
+
+def _leaf_named(record: CardRecord) -> dict[str, str]:
+    return {name: value for (name, _t), value in zip(LEAF_FIELDS, record.leaf.to_json(), strict=True)}
+
+
+def _static_parts(record: CardRecord) -> tuple[dict[str, Any], bytes | None]:
+    b = record.batch
+    lh = leaf_hash(record.leaf)
+    try:
+        root = process_proof(lh, record.proof)
+    except InvalidProof:
+        root = None
+    static = {
+        "issuer": {"address": b.issuer_address, "name": b.issuer_name},
+        "product": {"sku": b.sku, "face_value": b.face_value, "currency": b.currency, "expiry": b.expiry or 0,
+                    "expiry_iso": _iso(b.expiry or 0)},
+        "batch": {"id": b.batch_id, "card_count": b.card_count, "root": b.root, "state": b.state,
+                  "anchor_tx": b.anchor_tx, "anchor_block": b.anchor_block},
+        "proof": {"index": record.index, "leaf": _leaf_named(record), "value": record.leaf.to_json(),
+                  "leaf_encoding": list(LEAF_ENCODING), "leaf_hash": _hex(lh),
+                  "proof": [_hex(p) for p in record.proof], "root": b.root},
+    }
+    return static, root
+
+
+# Every key of a known card's answer, so an unknown serial's answer has the same shape.
+_BLANK_STATIC = {
+    "issuer": {"address": None, "name": None},
+    "product": {"sku": None, "face_value": None, "currency": None, "expiry": None, "expiry_iso": None},
+    "batch": {"id": None, "card_count": None, "root": None, "state": None, "anchor_tx": None, "anchor_block": None},
+    "proof": {"index": None, "leaf": {name: None for name, _t in LEAF_FIELDS}, "value": [], "leaf_encoding":
+              list(LEAF_ENCODING), "leaf_hash": None, "proof": [], "root": None},
+}
+
+
+@dataclass(frozen=True)
+class _Facts:
+    facts: ChainFacts
+    has_role: bool | None
+
+
+class CardService:
+    def __init__(self, sessions: sessionmaker[Session], chain: ChainView, scans: ScanRecorder,
+                 master_key: MasterKey | None, *, cache_ttl: float = 60.0, cache_size: int = 200_000,
+                 public_url: str = "", explorer_url: str | None = None,
+                 clock: Callable[[], float] = time.monotonic, wallclock: Callable[[], float] = time.time) -> None:
+        self.sessions = sessions
+        self.chain = chain
+        self.scans = scans
+        self.master_key = master_key
+        self.cache_ttl = cache_ttl
+        self.cache_size = cache_size
+        self.public_url = public_url.rstrip("/")
+        self.explorer_url = explorer_url.rstrip("/") if explorer_url else None
+        self._clock = clock
+        self._wallclock = wallclock
+        self._cache: dict[str, CachedCard] = {}
+        self._lock = threading.Lock()
+        self._decoy: CachedCard | None = None
+        self._decoy_rows: tuple[Any, Any] | None = None
+        self._decoy_at = -1e9
+
+    # ------------------------------------------------------------------ records
+
+    def peek(self, canon: str) -> CachedCard | None:
+        c = self._cache.get(canon)
+        if c is None or c.expires < self._clock():
+            return MISSING
+        return c
+
+    def forget(self, canon: str) -> None:
+        with self._lock:
+            self._cache.pop(canon, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
+            self._decoy = None
+            self._decoy_at = -1e9
+
+    def _store(self, c: CachedCard) -> None:
+        if self.cache_ttl <= 0 or self.cache_size <= 0:
+            return
+        with self._lock:
+            if len(self._cache) >= self.cache_size:
+                for key in list(self._cache)[: max(1, self.cache_size // 10)]:
+                    del self._cache[key]
+            self._cache[c.canon] = c
+
+    def _make(self, canon: str, display: str, record: CardRecord | None) -> CachedCard:
+        ttl = self.cache_ttl
+        if record is None:
+            return CachedCard(canon, display, None, None, None, _BLANK_STATIC, self._clock() + ttl)
+        static, root = _static_parts(record)
+        if record.batch.state != "anchored":
+            ttl = min(ttl, self.chain.ttl)
+        return CachedCard(canon, display, record, bytes.fromhex(record.batch.batch_id[2:]), root, static,
+                          self._clock() + ttl)
+
+    def _decoy_card(self, session: Session) -> CachedCard | None:
+        """A real card, anchored if possible, to mirror the work done for a known serial."""
+        now = self._clock()
+        if self._decoy is not None and now - self._decoy_at < 300:
+            return self._decoy
+        self._decoy_at = now
+        serial = session.scalar(select(Card.serial).join(Batch, Card.batch_pk == Batch.id)
+                                .where(Batch.state == "anchored").limit(1))
+        if serial is None:
+            serial = session.scalar(select(Card.serial).limit(1))
+        if serial is None:
+            self._decoy = None
+            return None
+        try:
+            record = find_card(session, serial)
+            card = get_card_by_serial(session, serial)
+        except Exception:  # noqa: BLE001
+            self._decoy = None
+            return None
+        self._decoy_rows = (card, card.batch)
+        self._decoy = self._make(serial, record.serial, record)
+        return self._decoy
+
+    def _mirror_lookup(self, session: Session) -> None:
+        """What ``find_card`` does after finding a card, done on the decoy: leaf, proof, batch record."""
+        from issuer import lookup
+
+        decoy = self._decoy_card(session)
+        if decoy is None or self._decoy_rows is None:
+            return
+        card, batch = self._decoy_rows
+        try:
+            leaf = lookup.leaf_of(card, batch)
+            lookup.proof_of(session, card, batch, leaf)
+            make_record = getattr(lookup, "_batch_record", None)
+            if make_record is not None:
+                make_record(session, batch)
+        except Exception:  # noqa: BLE001 - only here to spend the same time
+            pass
+
+    def load(self, session: Session, canon: str, display: str) -> CachedCard:
+        """Read the card from the database (blocking); unknown serials do the same work on the decoy."""
+        try:
+            record = find_card(session, display)
+        except CardNotFound:
+            record = None
+            self._mirror_lookup(session)
+        c = self._make(canon, display, record)
+        self._store(c)
+        return c
+
+    # ------------------------------------------------------------------ chain facts
+
+    def _mirror(self, c: CachedCard) -> tuple[CardRecord | None, bytes | None, int]:
+        """(record, batch id, index) whose chain facts to read: the card's, or for an unknown serial a
+        card of the decoy's batch chosen by the serial (so cold and warm caches behave alike)."""
+        if c.record is not None:
+            return c.record, c.batch_id, c.record.index
+        d = self._decoy
+        if d is None or d.record is None:
+            return None, None, 0
+        n = max(1, d.record.batch.card_count)
+        idx = int.from_bytes(hashlib.blake2b(c.canon.encode(), digest_size=8).digest(), "big") % n
+        return d.record, d.batch_id, idx
+
+    def peek_facts(self, c: CachedCard) -> _Facts | None:
+        record, bid, idx = self._mirror(c)
+        now = int(self._wallclock())
+        if record is None:
+            return _Facts(ChainFacts(None, None, None, now), None)
+        batch = self.chain.peek_batch(bid)
+        if batch is MISSING:
+            return None
+        rev, red = self.chain.peek_bits(bid, idx)
+        if rev is MISSING or red is MISSING:
+            return None
+        role = self.chain.peek_is_issuer(record.batch.issuer_address)
+        if role is MISSING:
+            return None
+        return _Facts(ChainFacts(batch, rev, red, now), role)
+
+    def facts(self, c: CachedCard) -> _Facts:
+        record, bid, idx = self._mirror(c)
+        now = int(self._wallclock())
+        if record is None:
+            return _Facts(ChainFacts(None, None, None, now), None)
+        batch = self.chain.batch(bid)
+        if batch is not None and batch.anchored:
+            rev, red = self.chain.bits(bid, idx)
+        else:
+            rev = red = None
+        role = self.chain.is_issuer(record.batch.issuer_address)
+        return _Facts(ChainFacts(batch, rev, red, now), role)
+
+    # ------------------------------------------------------------------ answers
+
+    def build(self, c: CachedCard, f: _Facts, stats: dict[str, Any]) -> dict[str, Any]:
+        status = self.chain.status()
+        known = c.record is not None
+        v: Verdict = decide(c.record, f.facts, proof_root=c.proof_root) if known else decide(None, f.facts,
+                                                                                           proof_root=None)
+        s = c.static
+        b = f.facts.batch if known else None
+        anchored = bool(b is not None and b.anchored)
+        batch = dict(s["batch"])
+        batch.update({
+            "anchored": anchored if known else None,
+            "anchored_root": _hex(b.root) if anchored else None,
+            "anchored_at": b.anchored_at if anchored else None,
+            "anchored_at_iso": _iso(b.anchored_at) if anchored else None,
+            "revoked": b.revoked if anchored else None,
+            "chain_id": status.chain_id if known else None,
+            "registry": status.registry if known else None,
+        })
+        issuer = dict(s["issuer"])
+        issuer["has_role"] = f.has_role if known else None
+        anchor_tx = batch.get("anchor_tx")
+        links = {
+            "self": f"/v1/cards/{c.display}",
+            "page": f"{self.public_url}/c/{c.display}",
+            "anchor_tx": f"{self.explorer_url}/tx/{anchor_tx}" if (self.explorer_url and anchor_tx) else None,
+        }
+        return {
+            "serial": c.display,
+            "verdict": v.verdict,
+            "reason": v.reason,
+            "checked_at": _iso(dt.datetime.now(dt.UTC)),
+            "chain": status.to_json(),
+            "status": {"revoked": v.revoked, "redeemed": v.redeemed, "source": v.source,
+                       "block": status.last_block if v.source else None},
+            "issuer": issuer,
+            "product": s["product"],
+            "batch": batch,
+            "proof": s["proof"],
+            "fraud": stats,
+            "links": links,
+        }
+
+    def view_fast(self, canon: str) -> tuple[dict[str, Any], CachedCard] | None:
+        """The answer from caches only, or None when something must be read (no I/O)."""
+        c = self.peek(canon)
+        if c is MISSING:
+            return None
+        f = self.peek_facts(c)
+        if f is None:
+            return None
+        stats = self.scans.peek_stats(canon)
+        if stats is None:
+            return None
+        return self.build(c, f, stats), c
+
+    def view(self, canon: str, display: str) -> tuple[dict[str, Any], CachedCard]:
+        """The answer, reading the database and the chain as needed (blocking)."""
+        c = self.peek(canon)
+        stats = self.scans.peek_stats(canon)
+        if c is MISSING or stats is None:
+            with self.sessions() as session:
+                if c is MISSING:
+                    c = self.load(session, canon, display)
+                if stats is None:
+                    stats = self.scans.stats(session, canon)
+        f = self.peek_facts(c) or self.facts(c)
+        return self.build(c, f, stats), c
+
+    # ------------------------------------------------------------------ code checks
+
+    def check(self, canon: str, display: str, code: str) -> bool:
+        """Whether ``code`` is the card's code; unknown serials do the same work and get False."""
+        if self.master_key is None:
+            raise RuntimeError("no master key")
+        with self.sessions() as session:
+            try:
+                return bool(check_code(session, self.master_key, display, code))
+            except CardNotFound:
+                decoy = self._decoy_card(session)
+                if decoy is not None:
+                    try:
+                        check_code(session, self.master_key, decoy.display, code)
+                    except Exception:  # noqa: BLE001 - only here to spend the same time
+                        pass
+                return False
+
+    def stats(self, canon: str) -> dict[str, Any]:
+        cached = self.scans.peek_stats(canon)
+        if cached is not None:
+            return cached
+        with self.sessions() as session:
+            return self.scans.stats(session, canon)

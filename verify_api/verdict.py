@@ -1,0 +1,108 @@
+"""The verdict on a card: a pure function of the database record and what the chain says.
+
+Never ``authentic`` unless the card's batch was seen anchored on chain with the root that the card's
+proof leads to. Revocation and redemption come from the chain's bitmaps; the database can only make
+a verdict more cautious (a redemption recorded before its transaction is mined), never less.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from chain.registry import OnChainBatch
+
+__all__ = ["VERDICTS", "ChainFacts", "Verdict", "decide"]
+
+VERDICTS = ("authentic", "revoked", "redeemed", "unknown", "not_yet_anchored", "expired")
+
+
+@dataclass(frozen=True)
+class ChainFacts:
+    """What the chain said (possibly from cache). ``batch`` None: never read."""
+
+    batch: OnChainBatch | None
+    #: Bits of the card; None when unknown (never read and the chain does not answer).
+    revoked_bit: bool | None
+    redeemed_bit: bool | None
+    #: Unix time used for expiry.
+    now: int
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict: str
+    #: Machine-readable why: ok, no_such_card, chain_unavailable, batch_not_anchored, root_mismatch,
+    #: proof_invalid, index_out_of_range, issuer_mismatch, batch_revoked, card_revoked, redeemed, expired.
+    reason: str
+    revoked: bool | None = None
+    redeemed: bool | None = None
+    #: Where the status came from: chain, database (chain bits unknown), chain+database (the database
+    #: knows of a change the chain does not show yet), or None (no status: not authentic).
+    source: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "reason": self.reason}
+
+
+def decide(
+    record: Any | None,
+    facts: ChainFacts,
+    *,
+    proof_root: bytes | None,
+) -> Verdict:
+    """The verdict on ``record`` (an ``issuer.lookup.CardRecord`` or None for no such card).
+
+    ``proof_root`` is the root the card's leaf and proof fold to (computed by the caller, e.g. with
+    ``issuer.core.merkle.process_proof``), or None if the proof is malformed.
+    """
+    if record is None:
+        return Verdict("unknown", "no_such_card")
+    b = facts.batch
+    if b is None:
+        return Verdict("not_yet_anchored", "chain_unavailable")
+    if not b.anchored:
+        return Verdict("not_yet_anchored", "batch_not_anchored")
+    db_root = _hex_bytes(record.batch.root)
+    if b.root != db_root:
+        return Verdict("unknown", "root_mismatch")
+    if proof_root is None or proof_root != b.root:
+        return Verdict("unknown", "proof_invalid")
+    if bytes(record.leaf.batch_id) != bytes(b.batch_id):
+        return Verdict("unknown", "proof_invalid")
+    if not 0 <= record.index < b.card_count or record.leaf.index != record.index:
+        return Verdict("unknown", "index_out_of_range")
+    if b.issuer.lower() != str(record.batch.issuer_address).lower():
+        return Verdict("unknown", "issuer_mismatch")
+
+    db_revoked = bool(record.db_revoked)
+    db_redeemed = record.db_redeemed_at is not None
+    if facts.revoked_bit is None or facts.redeemed_bit is None:
+        revoked = b.revoked or bool(facts.revoked_bit) or db_revoked
+        redeemed = bool(facts.redeemed_bit) or db_redeemed
+        source = "database"
+    else:
+        chain_revoked = b.revoked or facts.revoked_bit
+        chain_redeemed = facts.redeemed_bit
+        revoked = chain_revoked or db_revoked
+        redeemed = chain_redeemed or db_redeemed
+        source = "chain" if (revoked, redeemed) == (chain_revoked, chain_redeemed) else "chain+database"
+
+    if revoked:
+        return Verdict("revoked", "batch_revoked" if b.revoked else "card_revoked", True, redeemed, source)
+    if redeemed:
+        return Verdict("redeemed", "redeemed", False, True, source)
+    expiry = int(record.leaf.expiry)
+    if expiry and facts.now > expiry:
+        return Verdict("expired", "expired", False, False, source)
+    return Verdict("authentic", "ok", False, False, source)
+
+
+def _hex_bytes(value: str | bytes) -> bytes:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    text = value[2:] if value.startswith(("0x", "0X")) else value
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return b""
