@@ -345,18 +345,29 @@ def guard(thunk: Callable[[], Any]) -> Any:
         raise
 
 
-def connect(settings: Settings | None = None, *, account: LocalAccount | None = None) -> ChainClient:
-    """Connect to the configured chain as the configured account (see the module docstring)."""
+def connect(settings: Settings | None = None, *, account: LocalAccount | None = None, read_only: bool = False,
+            timeout: float = 10.0) -> ChainClient:
+    """Connect to the configured chain as the configured account (see the module docstring).
+
+    `read_only`: a reader (the API, the indexer) needs no account; without a configured one it gets a
+    throwaway address, which can call views but holds nothing to send transactions with.
+    """
     settings = settings or get_settings()
     url = resolve_rpc(settings)
     if url == ETH_TESTER:
         _, w3 = shared_in_process_web3()
         backend = ETH_TESTER
     else:
-        w3 = http_web3(url)
+        w3 = http_web3(url, timeout=timeout)
         backend = "rpc"
     chain_id = guard(lambda: w3.eth.chain_id)
     if settings.chain_id is not None and settings.chain_id != chain_id:
         raise ConfigError(f"the node at {url} is chain {chain_id}, but CARDPROOF_CHAIN_ID is {settings.chain_id}")
-    acct = account or load_account(settings, w3, chain_id)
-    return ChainClient(w3, acct, confirmations=settings.confirmations, backend=backend, _chain_id=chain_id)
+    if account is None:
+        try:
+            account = load_account(settings, w3, chain_id)
+        except AccountError:
+            if not read_only:
+                raise
+            account = Account.create()
+    return ChainClient(w3, account, confirmations=settings.confirmations, backend=backend, _chain_id=chain_id)

@@ -448,24 +448,9 @@ class Indexer:
 
 def read_client(settings: Any) -> ChainClient:
     """A client of the configured chain for reading (a throwaway account when none is configured)."""
-    from eth_account import Account
+    from chain.client import connect
 
-    from chain.client import ETH_TESTER, http_web3, load_account, resolve_rpc, shared_in_process_web3
-    from chain.errors import AccountError, ConfigError
-
-    url = resolve_rpc(settings)
-    if url == ETH_TESTER:
-        _, w3 = shared_in_process_web3()
-    else:
-        w3 = http_web3(url, timeout=15)
-    chain_id = guard(lambda: w3.eth.chain_id)
-    if settings.chain_id is not None and settings.chain_id != chain_id:
-        raise ConfigError(f"the node at {url} is chain {chain_id}, but CARDPROOF_CHAIN_ID is {settings.chain_id}")
-    try:
-        account = load_account(settings, w3, chain_id)
-    except AccountError:
-        account = Account.create()
-    return ChainClient(w3, account, backend=ETH_TESTER if url == ETH_TESTER else "rpc", _chain_id=chain_id)
+    return connect(settings, read_only=True, timeout=15)
 
 
 def followed_contracts(client: ChainClient, home: Any) -> list[Followed]:

@@ -109,27 +109,10 @@ class AppDeps:
 
 def connect_registry(settings: Settings, api: ApiSettings) -> Registry:
     """The configured chain's registry. Reading needs no account: without one, a throwaway address is used."""
-    from eth_account import Account
-
-    from chain.client import ETH_TESTER, ChainClient, guard, http_web3, load_account, resolve_rpc, \
-        shared_in_process_web3
+    from chain.client import connect
     from chain.deployments import REGISTRY, find
-    from chain.errors import AccountError, ConfigError
 
-    url = resolve_rpc(settings)
-    if url == ETH_TESTER:
-        _, w3 = shared_in_process_web3()
-    else:
-        w3 = http_web3(url, timeout=api.rpc_timeout)
-    chain_id = guard(lambda: w3.eth.chain_id)
-    if settings.chain_id is not None and settings.chain_id != chain_id:
-        raise ConfigError(f"the node at {url} is chain {chain_id}, but CARDPROOF_CHAIN_ID is {settings.chain_id}")
-    try:
-        account = load_account(settings, w3, chain_id)
-    except AccountError:
-        account = Account.create()
-    client = ChainClient(w3, account, confirmations=settings.confirmations,
-                         backend=ETH_TESTER if url == ETH_TESTER else "rpc", _chain_id=chain_id)
+    client = connect(settings, read_only=True, timeout=api.rpc_timeout)
     address = api.registry_address or find(client, settings.home, REGISTRY).address
     return Registry(client, address)
 

@@ -366,3 +366,22 @@ class CardService:
             return cached
         with self.sessions() as session:
             return self.scans.stats(session, canon)
+
+
+async def verify_and_record(deps: Any, canon: str, display: str, client: Any, kind: str) -> dict[str, Any]:
+    """The verification answer for a serial (cached facts on the event loop, else a worker thread),
+    recorded as a scan of `kind` ("lookup" or "page") and counted in the metrics."""
+    from starlette.concurrency import run_in_threadpool
+
+    from verify_api.metrics import LOOKUPS, VERDICTS, child
+
+    res = deps.service.view_fast(canon)
+    if res is None:
+        child(LOOKUPS, "slow").inc()
+        res = await run_in_threadpool(deps.service.view, canon, display)
+    else:
+        child(LOOKUPS, "fast").inc()
+    body, _cached = res
+    deps.scans.record(kind, canon, client=client.hash, ua=client.ua, verdict=body["verdict"], country=client.country)
+    child(VERDICTS, body["verdict"]).inc()
+    return body

@@ -7,82 +7,21 @@ import csv
 import io
 import json
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from eth_account import Account
 from rich.console import Console
 
-from chain.client import dev_account_for, reset_shared_in_process_web3, shared_in_process_web3
+from chain.client import dev_account_for, shared_in_process_web3
 from chain.local_node import free_port
 from issuer.core.serial import format_serial
-from verify_api import console
-
-ENV_CLEARED = ("CARDPROOF_DATABASE_URL", "CARDPROOF_PRIVATE_KEY", "CARDPROOF_MASTER_KEY", "CARDPROOF_KEYSTORE",
-               "CARDPROOF_KEYSTORE_PASSWORD", "CARDPROOF_CHAIN_ID", "CARDPROOF_CONFIRMATIONS",
-               "CARDPROOF_PUBLIC_URL", "CARDPROOF_DEBUG")
-
-
-@dataclass
-class Run:
-    rc: int
-    out: str
-    err: str
-
-    @property
-    def json(self):
-        return json.loads(self.out)
-
-
-class Cli:
-    def __init__(self, capsys, monkeypatch, home: Path) -> None:
-        self.capsys, self.monkeypatch, self.home = capsys, monkeypatch, home
-
-    def __call__(self, *args: str) -> Run:
-        self.capsys.readouterr()
-        rc = console.main([str(a) for a in args])
-        out, err = self.capsys.readouterr()
-        return Run(rc, out, err)
-
-    def ok(self, *args: str) -> Run:
-        r = self(*args)
-        assert r.rc == 0, r
-        assert r.err == "", r  # quiet when not on a terminal
-        return r
-
-    def fails(self, *args: str, rc: int | None = None, match: str | None = None) -> Run:
-        r = self(*args)
-        assert r.rc != 0, r
-        if rc is not None:
-            assert r.rc == rc, r
-        assert r.out == "", r
-        assert "Traceback" not in r.err and r.err.endswith("\n") and r.err.count("\n") == 1, r.err
-        assert r.err.startswith("cardproof"), r.err
-        if match is not None:
-            assert match in r.err, r.err
-        return r
-
-    def env(self, name: str, value: str | None) -> None:
-        if value is None:
-            self.monkeypatch.delenv(name, raising=False)
-        else:
-            self.monkeypatch.setenv(name, value)
-
+from tests.clikit import in_process_cli
 
 @pytest.fixture
 def cli(tmp_path, monkeypatch, capsys):
-    reset_shared_in_process_web3()
-    for name in ENV_CLEARED:
-        monkeypatch.delenv(name, raising=False)
-    home = tmp_path / "home"
-    monkeypatch.setenv("CARDPROOF_HOME", str(home))
-    monkeypatch.setenv("CARDPROOF_RPC_URL", "eth-tester")
-    monkeypatch.setenv("CARDPROOF_PUBLIC_URL", "https://cards.example.test")
-    try:
-        yield Cli(capsys, monkeypatch, home)
-    finally:
-        reset_shared_in_process_web3()
+    with in_process_cli(tmp_path, monkeypatch, capsys, CARDPROOF_PUBLIC_URL="https://cards.example.test") as c:
+        yield c
 
 
 @pytest.fixture

@@ -9,89 +9,29 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from chain.artifacts import load_artifact
-from chain.client import reset_shared_in_process_web3
 from issuer.indexer import Followed, Indexer
 from issuer.storage.db import make_engine, session_factory, upgrade
 from issuer.storage.index_models import INDEX_TABLES
 from tests import dbutil
 from tests.chainkit import ChainEnv
 from tests.escrow.world import World, deploy_world
-from verify_api import console
-
-ENV_CLEARED = ("CARDPROOF_DATABASE_URL", "CARDPROOF_PRIVATE_KEY", "CARDPROOF_MASTER_KEY", "CARDPROOF_KEYSTORE",
-               "CARDPROOF_KEYSTORE_PASSWORD", "CARDPROOF_CHAIN_ID", "CARDPROOF_CONFIRMATIONS",
-               "CARDPROOF_PUBLIC_URL", "CARDPROOF_DEBUG", "CARDPROOF_EXPLORER_URL")
+from tests.clikit import Cli, in_process_cli
 
 # ---------------------------------------------------------------------------------------------- CLI
 
 
-@dataclass
-class Run:
-    rc: int
-    out: str
-    err: str
-
-    @property
-    def json(self):
-        return json.loads(self.out)
-
-
-class Cli:
-    def __init__(self, capsys, monkeypatch, home: Path) -> None:
-        self.capsys, self.monkeypatch, self.home = capsys, monkeypatch, home
-
-    def __call__(self, *args) -> Run:
-        self.capsys.readouterr()
-        rc = console.main([str(a) for a in args])
-        out, err = self.capsys.readouterr()
-        return Run(rc, out, err)
-
-    def ok(self, *args) -> Run:
-        r = self(*args)
-        assert r.rc == 0, r
-        assert r.err == "", r
-        return r
-
-    def fails(self, *args, match: str | None = None) -> Run:
-        r = self(*args)
-        assert r.rc != 0, r
-        assert r.out == "", r
-        assert "Traceback" not in r.err and r.err.endswith("\n") and r.err.count("\n") == 1, r.err
-        assert r.err.startswith("cardproof"), r.err
-        if match is not None:
-            assert match in r.err, r.err
-        return r
-
-    def act_as(self, key: str | None) -> None:
-        """Act as the account of this private key (None: the dev chain's default account)."""
-        if key is None:
-            self.monkeypatch.delenv("CARDPROOF_PRIVATE_KEY", raising=False)
-        else:
-            self.monkeypatch.setenv("CARDPROOF_PRIVATE_KEY", key)
-
-
 @pytest.fixture
 def cli(tmp_path, monkeypatch, capsys) -> Iterator[Cli]:
-    reset_shared_in_process_web3()
-    for name in ENV_CLEARED:
-        monkeypatch.delenv(name, raising=False)
-    home = tmp_path / "home"
-    monkeypatch.setenv("CARDPROOF_HOME", str(home))
-    monkeypatch.setenv("CARDPROOF_RPC_URL", "eth-tester")
-    try:
-        yield Cli(capsys, monkeypatch, home)
-    finally:
-        reset_shared_in_process_web3()
+    with in_process_cli(tmp_path, monkeypatch, capsys) as c:
+        yield c
 
 
 # ---------------------------------------------------------------------------------------------- databases

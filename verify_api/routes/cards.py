@@ -10,7 +10,6 @@ from starlette.concurrency import run_in_threadpool
 from verify_api.deps import client_info, rate_limit
 from verify_api.errors import ApiError
 from verify_api.jsonresp import JSONResponse
-from verify_api.metrics import LOOKUPS, VERDICTS, child
 from verify_api.schemas import (
     ERRORS,
     CardVerification,
@@ -20,7 +19,7 @@ from verify_api.schemas import (
     RedeemRequest,
     RedeemResult,
 )
-from verify_api.service import canonical_serial
+from verify_api.service import canonical_serial, verify_and_record
 
 router = APIRouter(prefix="/v1/cards", tags=["cards"])
 
@@ -36,16 +35,7 @@ async def get_card(serial: Serial, request: Request) -> JSONResponse:
     client = client_info(request, deps)
     rate_limit(deps, "lookup", client.hash, "lookup_rate")
     canon, display = canonical_serial(serial)
-    res = deps.service.view_fast(canon)
-    if res is None:
-        child(LOOKUPS, "slow").inc()
-        res = await run_in_threadpool(deps.service.view, canon, display)
-    else:
-        child(LOOKUPS, "fast").inc()
-    body, _c = res
-    deps.scans.record("lookup", canon, client=client.hash, ua=client.ua, verdict=body["verdict"],
-                      country=client.country)
-    child(VERDICTS, body["verdict"]).inc()
+    body = await verify_and_record(deps, canon, display, client, "lookup")
     return JSONResponse(body, headers=NO_STORE)
 
 

@@ -8,15 +8,13 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Query, Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse
 
 from issuer.core.errors import InvalidSerial
 from verify_api.deps import client_info, rate_limit
 from verify_api.errors import ApiError
 from verify_api.i18n import negotiate, translator
-from verify_api.metrics import LOOKUPS, VERDICTS, child
-from verify_api.service import canonical_serial
+from verify_api.service import canonical_serial, verify_and_record
 
 router = APIRouter(tags=["pages"])
 
@@ -92,16 +90,7 @@ async def card_page(serial: Annotated[str, Path(description="The card's serial."
         canon, display = canonical_serial(serial)
     except InvalidSerial:
         return _page("invalid.html", status=422, t=translator(lang))
-    res = deps.service.view_fast(canon)
-    if res is None:
-        child(LOOKUPS, "slow").inc()
-        res = await run_in_threadpool(deps.service.view, canon, display)
-    else:
-        child(LOOKUPS, "fast").inc()
-    body, _c = res
-    deps.scans.record("page", canon, client=client.hash, ua=client.ua, verdict=body["verdict"],
-                      country=client.country)
-    child(VERDICTS, body["verdict"]).inc()
+    body = await verify_and_record(deps, canon, display, client, "page")
     return render_card(body, lang, deps.service.explorer_url)
 
 
