@@ -29,6 +29,7 @@ __all__ = [
     "InvalidBatchState",
     "AlreadyRedeemed",
     "CardRevoked",
+    "RedemptionPending",
     "MasterKeyError",
     "StorageError",
     "DecryptionError",
@@ -221,6 +222,20 @@ class AlreadyRedeemed(IssuerError):
         card = f"card {_short(serial, 40)}" if serial is not None else "the card"
         when = f" at {redeemed_at}" if redeemed_at is not None else ""
         super().__init__(f"{card} was already redeemed{when}")
+
+
+class RedemptionPending(IssuerError):
+    """A redemption transaction of this card was sent and is not settled yet."""
+
+    code = "redemption_pending"
+    http_status = 409
+
+    def __init__(self, serial: object = None, tx_hash: str | None = None) -> None:
+        self.serial = serial
+        self.tx_hash = tx_hash
+        card = f"card {_short(serial, 40)}" if serial is not None else "the card"
+        tx = f" (transaction {tx_hash})" if tx_hash else ""
+        super().__init__(f"a redemption of {card} is still pending on chain{tx}; try again shortly")
 
 
 class CardRevoked(IssuerError):

@@ -241,3 +241,45 @@ def test_appointed_redeemer_redeems_and_issuers_are_listed(issuer_env, sqlite_se
     assert listed[issuer_env.address]["batches"] == 1 and listed[issuer_env.address]["anchored_batches"] == 1
     assert listed[issuer_env.address]["cards"] == 3 and listed[issuer_env.address]["redeemed_cards"] == 1
     assert listed[newcomer]["batches"] == 0
+
+
+def test_timeout_after_broadcast_keeps_the_claim_and_the_chain_settles_it(issuer_env, sessions, master_key,
+                                                                          monkeypatch):
+    from chain.errors import TransactionTimeout
+
+    res, cards = anchored_batch(issuer_env, sessions, master_key, count=2)
+    card = cards[0]
+    client = issuer_env.registry.client
+
+    def timeout(*_a, **_k):
+        raise TransactionTimeout("no receipt yet")
+
+    monkeypatch.setattr(client, "wait", timeout)
+    with pytest.raises(TransactionTimeout):
+        redeem_card(sessions, master_key, issuer_env.registry, card["serial"], card["code"], "x")
+    redeemed_at, by, _ = card_state(sessions, card["serial"])
+    assert redeemed_at is not None and by.startswith("tx:0x")  # the broadcast transaction, not released
+    monkeypatch.undo()
+    # The transaction was mined meanwhile: a retry learns it from the chain and does not redeem twice.
+    with pytest.raises(AlreadyRedeemed):
+        redeem_card(sessions, master_key, issuer_env.registry, card["serial"], card["code"], "y")
+    assert card_state(sessions, card["serial"])[1] == "chain"
+    assert issuer_env.registry.is_redeemed(bytes.fromhex(res.batch_id[2:]), card["index"])
+
+
+def test_transaction_lost_before_broadcast_is_released_on_retry(issuer_env, sessions, master_key, monkeypatch):
+    res, cards = anchored_batch(issuer_env, sessions, master_key, count=2)
+    card = cards[1]
+    client = issuer_env.registry.client
+
+    def lost(*_a, **_k):
+        raise ChainUnreachable("the connection dropped while sending")
+
+    monkeypatch.setattr(client.w3.eth, "send_raw_transaction", lost)
+    with pytest.raises(ChainUnreachable):
+        redeem_card(sessions, master_key, issuer_env.registry, card["serial"], card["code"], "x")
+    assert card_state(sessions, card["serial"])[1].startswith("tx:0x")  # its hash was recorded first
+    monkeypatch.undo()
+    out = redeem_card(sessions, master_key, issuer_env.registry, card["serial"], card["code"], "again")
+    assert out.redeemed_by == "again"
+    assert card_state(sessions, card["serial"])[1] == "again"
