@@ -60,8 +60,7 @@ def deploy_command(json_out: JsonOpt = False) -> None:
     platform = deploy_platform(client, settings.home)
     record = platform.registry
     if json_out:
-        emit_json({**record.to_json(), "created": platform.registry_created, **{
-            k: v for k, v in platform.to_json().items() if k in ("escrow", "stablecoin")}})
+        emit_json(platform.to_json())
         return
     verb = "deployed" if platform.registry_created else "already deployed"
     say(f"CardRegistry {verb} at {record.address} on chain {record.chain_id} (block {record.block_number})")

@@ -45,6 +45,7 @@ ETH_TESTER_CHAIN_ID = 131277322940537
 DEV_CHAIN_IDS = frozenset({ETH_TESTER_CHAIN_ID, local_node.ANVIL_CHAIN_ID, 1337})
 #: The well-known first account of anvil's default test mnemonic (public knowledge, dev chains only).
 ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
 
 _in_process_lock = threading.Lock()
 _in_process: tuple[Any, Web3] | None = None
@@ -96,15 +97,24 @@ def resolve_rpc(settings: Settings) -> str:
     return node.url
 
 
-def dev_account_for(w3: Web3, chain_id: int) -> LocalAccount | None:
-    """The node's well-known first test account on a dev chain, else None."""
+def dev_accounts(w3: Web3, chain_id: int, count: int = 1) -> list[LocalAccount]:
+    """The node's well-known funded test accounts on a dev chain (index 0 is the default actor); [] elsewhere."""
     if chain_id == ETH_TESTER_CHAIN_ID:
         tester = getattr(w3.provider, "ethereum_tester", None)
         if tester is not None:
-            return Account.from_key(tester.backend.account_keys[0].to_bytes())
-    if chain_id in DEV_CHAIN_IDS:
-        return Account.from_key(ANVIL_DEV_KEY)
-    return None
+            return [Account.from_key(k.to_bytes()) for k in tester.backend.account_keys[:count]]
+    if chain_id not in DEV_CHAIN_IDS:
+        return []
+    if count == 1:
+        return [Account.from_key(ANVIL_DEV_KEY)]  # index 0 of the mnemonic, without the HD derivation
+    Account.enable_unaudited_hdwallet_features()
+    return [Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(count)]
+
+
+def dev_account_for(w3: Web3, chain_id: int) -> LocalAccount | None:
+    """The node's well-known first test account on a dev chain, else None."""
+    accounts = dev_accounts(w3, chain_id, 1)
+    return accounts[0] if accounts else None
 
 
 def load_account(settings: Settings, w3: Web3 | None = None, chain_id: int | None = None) -> LocalAccount:

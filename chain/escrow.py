@@ -38,8 +38,6 @@ from chain.registry import ISSUER_ROLE
 ESCROW = "CardEscrow"
 STABLECOIN = "TestStablecoin"
 ARBITER_ROLE = Web3.keccak(text="ARBITER_ROLE")
-MINTER_ROLE = Web3.keccak(text="MINTER_ROLE")
-DEFAULT_ADMIN_ROLE = b"\x00" * 32
 MAX_UINT256 = 2**256 - 1
 UINT96_MAX = 2**96 - 1
 

@@ -7,13 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
-
-from chain.client import ETH_TESTER_CHAIN_ID, ChainClient
+from chain.client import ChainClient
 from chain.deployments import Deployment, deploy_registry
-
-ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
 
 
 @dataclass(frozen=True)
@@ -24,8 +19,8 @@ class Platform:
     stablecoin: Deployment | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"chain_id": self.registry.chain_id, "registry": self.registry.to_json(),
-                               "created": self.registry_created}
+        """The registry's record, whether it was created now, and the dev-chain contracts' records."""
+        out: dict[str, Any] = {**self.registry.to_json(), "created": self.registry_created}
         if self.escrow is not None:
             out["escrow"] = self.escrow.to_json()
         if self.stablecoin is not None:
@@ -41,17 +36,9 @@ def deploy_platform(client: ChainClient, home: Path) -> Platform:
     from chain.escrow import Escrow, deploy_escrow, deploy_test_stablecoin
 
     coin, _ = deploy_test_stablecoin(client, home)
-    escrow, _ = deploy_escrow(client, home, registry.address, tokens=[coin.address])
-    esc = Escrow(client, escrow.address)
-    if not esc.is_token_allowed(coin.address):
-        esc.set_tokens_allowed([coin.address], True)
+    escrow, escrow_created = deploy_escrow(client, home, registry.address, tokens=[coin.address])
+    if not escrow_created:  # a new escrow allowlists the coin as it is created
+        esc = Escrow(client, escrow.address)
+        if not esc.is_token_allowed(coin.address):
+            esc.set_tokens_allowed([coin.address], True)
     return Platform(registry, created, escrow, coin)
-
-
-def dev_accounts(client: ChainClient, count: int = 4) -> list[LocalAccount]:
-    """The dev chain's well-known funded test accounts (index 0 is the default actor)."""
-    if client.chain_id == ETH_TESTER_CHAIN_ID:
-        tester = client.w3.provider.ethereum_tester  # type: ignore[attr-defined]
-        return [Account.from_key(k.to_bytes()) for k in tester.backend.account_keys[:count]]
-    Account.enable_unaudited_hdwallet_features()
-    return [Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(count)]

@@ -18,6 +18,7 @@ from chain.deployments import REGISTRY, find
 ISSUER_ROLE = Web3.keccak(text="ISSUER_ROLE")
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
 ZERO_ADDRESS = "0x" + "00" * 20
+BATCH_ANCHORED_TOPIC = "0x" + bytes(Web3.keccak(text="BatchAnchored(bytes32,address,bytes32,uint256,bytes32)")).hex()
 
 
 class CardStatus(IntEnum):
@@ -107,15 +108,21 @@ class Registry:
         return self.client.send(self.fn.anchorBatch(batch_id, root, card_count, manifest_hash), gas=GAS_ANCHOR,
                                 before_broadcast=before_broadcast)
 
-    def anchor_event(self, batch_id: bytes, from_block: int = 0) -> dict[str, Any] | None:
-        """The BatchAnchored log of `batch_id` (tx hash, block), found by its indexed topic."""
+    def anchor_event(self, batch_id: bytes, *, tx_hash: str | None = None, from_block: int = 0) -> dict[str, Any] | None:
+        """Transaction and block of the BatchAnchored log of `batch_id`: from the receipt of `tx_hash` when it
+        holds that log, else by scanning the registry's logs for the batch id's indexed topic."""
         from chain.client import guard
 
-        # Both topics as hex strings: eth-tester matches nothing when HexBytes and str topics are mixed.
-        topic0 = "0x" + bytes(Web3.keccak(text="BatchAnchored(bytes32,address,bytes32,uint256,bytes32)")).hex()
+        # Topics as hex strings: eth-tester matches nothing when HexBytes and str topics are mixed.
+        topics = [BATCH_ANCHORED_TOPIC, "0x" + batch_id.hex()]
+        if tx_hash:
+            receipt = self.client.get_receipt(tx_hash)
+            if receipt is not None and receipt["status"] == 1 and any(
+                    log["address"].lower() == self.address.lower()
+                    and ["0x" + bytes(t).hex() for t in log["topics"][:2]] == topics for log in receipt["logs"]):
+                return {"tx_hash": tx_hash, "block_number": int(receipt["blockNumber"])}
         logs = guard(lambda: self.client.w3.eth.get_logs({
-            "address": self.address, "fromBlock": from_block, "toBlock": "latest",
-            "topics": [topic0, "0x" + batch_id.hex()],
+            "address": self.address, "fromBlock": from_block, "toBlock": "latest", "topics": topics,
         }))
         if not logs:
             return None

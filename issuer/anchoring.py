@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
-from web3 import Web3
 
 from chain.client import guard
 from chain.errors import BatchAlreadyAnchored, ChainError, ContractRevert, TransactionTimeout
@@ -86,7 +85,7 @@ def anchor_batch(
         bid = batch.batch_id_bytes
         root = bytes.fromhex(batch.root[2:])
         if batch.state == "anchored":
-            _check_root(session, registry, batch, root)
+            _check_root(registry, batch, root)
             return _result(batch, already=True)
         if repo.checksum_address(batch.issuer_address) != client.address:
             raise NotBatchIssuer(
@@ -144,40 +143,13 @@ def _wait_and_finish(session: Session, registry: Registry, batch: Batch, root: b
     return _finish(session, registry, batch, root, tx_hash, int(receipt["blockNumber"]))
 
 
-#: topic0 of ``BatchAnchored(bytes32 indexed batchId, address indexed issuer, bytes32, uint256, bytes32)``,
-#: as a hex string: eth-tester matches no log when a filter mixes HexBytes and str topics.
-_ANCHORED_TOPIC = "0x" + bytes(Web3.keccak(text="BatchAnchored(bytes32,address,bytes32,uint256,bytes32)")).hex()
-
-
-def _anchor_event(registry: Registry, batch: Batch) -> dict[str, Any] | None:
-    """Transaction and block of the batch's BatchAnchored event: from the receipt of the recorded
-    transaction when it holds the event, else by scanning the registry's logs for the batch id."""
-    topics = [_ANCHORED_TOPIC, batch.batch_id]
-    client = registry.client
-
-    def matches(log: Any) -> bool:
-        return (log["address"].lower() == registry.address.lower()
-                and ["0x" + bytes(t).hex() for t in log["topics"][:2]] == topics)
-
-    if batch.anchor_tx:
-        receipt = client.get_receipt(batch.anchor_tx)
-        if receipt is not None and receipt["status"] == 1 and any(matches(log) for log in receipt["logs"]):
-            return {"tx_hash": batch.anchor_tx, "block_number": int(receipt["blockNumber"])}
-    logs = guard(lambda: client.w3.eth.get_logs({
-        "address": registry.address, "fromBlock": 0, "toBlock": "latest", "topics": topics,
-    }))
-    if not logs:
-        return None
-    return {"tx_hash": "0x" + bytes(logs[0]["transactionHash"]).hex(), "block_number": int(logs[0]["blockNumber"])}
-
-
 def _finish_from_chain(session: Session, registry: Registry, batch: Batch, root: bytes,
                        chain_root: bytes) -> AnchorResult:
     if chain_root != root:
         _fail(session, batch, RootMismatch(
             f"batch {batch.batch_id} is anchored with root 0x{chain_root.hex()}, not {batch.root}"))
         raise RootMismatch(f"batch {batch.batch_id} is anchored on chain with a different root (0x{chain_root.hex()})")
-    event = _anchor_event(registry, batch)
+    event = registry.anchor_event(batch.batch_id_bytes, tx_hash=batch.anchor_tx)
     tx_hash = event["tx_hash"] if event else batch.anchor_tx
     block = event["block_number"] if event else registry.client.block_number()
     return _finish(session, registry, batch, root, tx_hash, block)
@@ -201,7 +173,7 @@ def _finish(session: Session, registry: Registry, batch: Batch, root: bytes, tx_
     return _result(batch, already=False)
 
 
-def _check_root(session: Session, registry: Registry, batch: Batch, root: bytes) -> None:
+def _check_root(registry: Registry, batch: Batch, root: bytes) -> None:
     on_chain = registry.batch(batch.batch_id_bytes)
     if not on_chain.anchored or on_chain.root != root:
         raise RootMismatch(

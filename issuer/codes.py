@@ -15,6 +15,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from issuer.core.errors import InvalidCode
+from issuer.core.serial import ALPHABET
 
 __all__ = [
     "CROCKFORD_ALPHABET",
@@ -28,7 +29,7 @@ __all__ = [
     "normalize_imported_code",
 ]
 
-CROCKFORD_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+CROCKFORD_ALPHABET = ALPHABET  # the serials' alphabet (issuer.core.serial)
 MAX_IMPORTED_CODE_LENGTH = 128
 MIN_DEFAULT_BITS = 100
 

@@ -19,10 +19,9 @@ import qrcode
 from qrcode.constants import ERROR_CORRECT_M
 from sqlalchemy.orm import Session, sessionmaker
 
-from issuer.core.commitment import derive_batch_keys
 from issuer.core.dump import make_dump
 from issuer.core.merkle import MerkleTree
-from issuer.core.serial import format_serial, parse_serial
+from issuer.core.serial import canonical_serial
 from issuer.errors import IssuerError
 from issuer.lookup import leaf_of
 from issuer.secrets_store import CodeCipher, MasterKey
@@ -90,7 +89,7 @@ def export_batch(sessions: sessionmaker[Session], master_key: MasterKey, batch_i
         except OSError as exc:
             raise ExportError(f"cannot create {out_dir}: {exc.strerror}") from None
         secret = master_key.unwrap_batch_secret(batch.batch_id_bytes, bytes(batch.secret_ct))
-        cipher = CodeCipher(derive_batch_keys(secret)[1])
+        cipher = CodeCipher.for_batch_secret(secret)
         n = batch.card_count
         leaves = []
         tree_indices = []
@@ -100,7 +99,7 @@ def export_batch(sessions: sessionmaker[Session], master_key: MasterKey, batch_i
                 writer = csv.writer(f)
                 writer.writerow(["serial", "code", "url"])
                 for done, card in enumerate(repo.iter_cards(session, batch.id)):
-                    serial = format_serial(parse_serial(card.serial))
+                    serial = canonical_serial(card.serial)
                     code = cipher.decrypt(batch.batch_id_bytes, card.index, bytes(card.code_ct))
                     url = card_url(public_url, serial)
                     writer.writerow([serial, code, url])

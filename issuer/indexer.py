@@ -33,16 +33,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from eth_utils.abi import event_abi_to_log_topic
 from hexbytes import HexBytes
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
-from web3._utils.events import get_event_data
 
 from chain.client import ChainClient, guard
 from chain.errors import CardproofError, NotDeployed
-from chain.events import ChainEvent
+from chain.events import ChainEvent, read_events
 from issuer.storage.index_models import ChainEventRow, IndexCursor, IndexedBlock
 from issuer.storage.models import utcnow
 
@@ -164,34 +162,9 @@ class _Header:
 # ------------------------------------------------------------------------------------------ reading the chain
 
 
-def _topic_table(abi: Iterable[Mapping[str, Any]]) -> dict[bytes, Mapping[str, Any]]:
-    # eth_utils builds the canonical signature, tuples included ("(uint32,uint32)[]").
-    return {bytes(event_abi_to_log_topic(item)): item for item in abi
-            if item.get("type") == "event" and not item.get("anonymous")}
-
-
 def read_logs(client: ChainClient, contracts: Iterable[Followed], from_block: int, to_block: int) -> list[ChainEvent]:
     """Decoded events of `contracts` in [from_block, to_block], in chain order."""
-    tables = {c.address: _topic_table(c.abi) for c in contracts}
-    if not tables or to_block < from_block:
-        return []
-    logs = guard(lambda: client.w3.eth.get_logs({"fromBlock": from_block, "toBlock": to_block,
-                                                 "address": list(tables)}))
-    out = []
-    codec = client.w3.codec
-    for entry in logs:
-        table = tables.get(Web3.to_checksum_address(entry["address"]))
-        if not table or not entry["topics"]:
-            continue
-        abi = table.get(bytes(entry["topics"][0]))
-        if abi is None:
-            continue
-        data = get_event_data(codec, abi, entry)
-        out.append(ChainEvent(abi["name"], dict(data["args"]), Web3.to_checksum_address(entry["address"]),
-                              int(entry["blockNumber"]), HexBytes(entry["blockHash"]).to_0x_hex(),
-                              HexBytes(entry["transactionHash"]).to_0x_hex(), int(entry["logIndex"])))
-    out.sort(key=lambda e: (e.block_number, e.log_index))
-    return out
+    return read_events(client, [(c.address, c.abi) for c in contracts], from_block, to_block)
 
 
 def _jsonable(value: Any) -> Any:

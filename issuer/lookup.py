@@ -7,14 +7,14 @@ Nothing here decrypts a code; `check_code` compares keyed commitments in constan
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from issuer.core.commitment import code_commitment, derive_batch_keys
+from issuer.core import commitment
+from issuer.core.commitment import derive_batch_keys
 from issuer.core.errors import InvalidProof
 from issuer.core.leaf import CardLeaf, currency_to_bytes3, sku_to_bytes32
 from issuer.core.merkle import process_proof, proof_positions
@@ -115,7 +115,11 @@ def proof_of(session: Session, card: Card, batch: Batch, leaf: CardLeaf | None =
 
 def find_card(session: Session, serial_text: str) -> CardRecord:
     """The card with this serial (as typed), with its leaf and proof. InvalidSerial / CardNotFound."""
-    card = repo.get_card_by_serial(session, serial_text)
+    return record_of(session, repo.get_card_by_serial(session, serial_text))
+
+
+def record_of(session: Session, card: Card) -> CardRecord:
+    """A loaded card (with its batch) as a CardRecord: its leaf, its proof from the stored tree, its batch."""
     batch = card.batch
     leaf = leaf_of(card, batch)
     return CardRecord(
@@ -130,11 +134,14 @@ def commit_key_of(master_key: MasterKey, batch: Batch) -> bytes:
     return derive_batch_keys(secret)[0]
 
 
+def code_matches(master_key: MasterKey, card: Card, code: str) -> bool:
+    """Whether `code` is the secret code of this (loaded) card (constant-time comparison)."""
+    return commitment.check_code(commit_key_of(master_key, card.batch), code, bytes(card.code_commitment))
+
+
 def check_code(session: Session, master_key: MasterKey, serial_text: str, code: str) -> bool:
     """Whether `code` is the secret code of the card `serial_text` (constant-time comparison)."""
-    card = repo.get_card_by_serial(session, serial_text)
-    candidate = code_commitment(commit_key_of(master_key, card.batch), code) if code and code.strip() else b""
-    return hmac.compare_digest(candidate, bytes(card.code_commitment))
+    return code_matches(master_key, repo.get_card_by_serial(session, serial_text), code)
 
 
 def issuer_track_record(session: Session, address: str) -> dict[str, Any]:

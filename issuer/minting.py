@@ -34,7 +34,7 @@ from issuer.core.errors import CoreError
 from issuer.core.keccak import keccak256
 from issuer.core.leaf import LEAF_ENCODING, CardLeaf, currency_to_bytes3, leaf_hashes, sku_to_bytes32
 from issuer.core.merkle import build_tree
-from issuer.core.serial import SERIAL_BITS
+from issuer.core.serial import ALPHABET, CHECK_ALPHABET, SERIAL_BITS, SERIAL_SYMBOLS
 from issuer.csv_import import read_codes_csv
 from issuer.errors import DuplicateCode, InvalidCount
 from issuer.products import check_currency, check_sku, parse_expiry, parse_face_value
@@ -82,11 +82,11 @@ class MintResult:
 
 # --- serials -------------------------------------------------------------------------------------
 
-_CROCKFORD = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_CHECK = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ*~$=U"
+_CROCKFORD = ALPHABET.encode()
+_CHECK = CHECK_ALPHABET.encode()
 _TO_CROCKFORD = bytes.maketrans(bytes(range(32)), _CROCKFORD)
 _SERIAL_BYTES = SERIAL_BITS // 8  # 10
-_SERIAL_LEN = 17  # 16 data symbols + the check symbol
+_SERIAL_LEN = SERIAL_SYMBOLS + 1  # 16 data symbols + the check symbol
 
 
 def _symbol_plan() -> list[tuple[int, int, int, int]]:

@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import chain.errors as chain_errors
 from chain.registry import Registry
-from issuer.core.serial import format_serial, parse_serial
+from issuer.core.serial import canonical_serial
 from issuer.errors import AlreadyRedeemed, CardRevoked, InvalidBatchState, RedemptionPending, WrongCode
-from issuer.lookup import check_code
+from issuer.lookup import code_matches
 from issuer.secrets_store import MasterKey
 from issuer.storage import repository as repo
 from issuer.storage.models import Card
@@ -43,12 +43,16 @@ class RedeemResult:
         return asdict(self)
 
 
-def _release_claim(sessions: sessionmaker[Session], card_id: int, token: str) -> None:
+def _swap_claim(sessions: sessionmaker[Session], card_id: int, old: str, new: str | None) -> None:
+    """Replace claim `old` on the card by `new` (None releases the card), only if `old` still holds it."""
+    values: dict[str, Any] = {"redeemed_by": new} if new is not None else {"redeemed_by": None, "redeemed_at": None}
     with sessions.begin() as session:
-        session.execute(
-            update(Card).where(Card.id == card_id, Card.redeemed_by == token)
-            .values(redeemed_at=None, redeemed_by=None).execution_options(synchronize_session=False)
-        )
+        session.execute(update(Card).where(Card.id == card_id, Card.redeemed_by == old)
+                        .values(**values).execution_options(synchronize_session=False))
+
+
+def _release_claim(sessions: sessionmaker[Session], card_id: int, token: str) -> None:
+    _swap_claim(sessions, card_id, token, None)
 
 
 PENDING = "tx:"
@@ -60,9 +64,7 @@ def _settle_pending(sessions: sessionmaker[Session], registry: Registry, card_id
     Returns once the claim is released (the caller may redeem anew); raises otherwise."""
     tx_hash = marker[len(PENDING):]
     if registry.is_redeemed(batch_id, index):
-        with sessions.begin() as session:
-            session.execute(update(Card).where(Card.id == card_id, Card.redeemed_by == marker)
-                            .values(redeemed_by="chain").execution_options(synchronize_session=False))
+        _swap_claim(sessions, card_id, marker, "chain")
         raise AlreadyRedeemed(serial)
     client = registry.client
     if client.get_receipt(tx_hash) is None and client.transaction_known(tx_hash):
@@ -73,14 +75,14 @@ def _settle_pending(sessions: sessionmaker[Session], registry: Registry, card_id
 def redeem_card(sessions: sessionmaker[Session], master_key: MasterKey, registry: Registry, serial_text: str,
                 code: str, redeemed_by: str) -> RedeemResult:
     """Redeem card `serial_text` with its secret `code` on behalf of `redeemed_by`."""
-    serial = format_serial(parse_serial(serial_text))
+    serial = canonical_serial(serial_text)
     with sessions() as session:
         card = repo.get_card_by_serial(session, serial_text)
         batch = card.batch
         if batch.state != "anchored":
             raise InvalidBatchState(batch.batch_id, batch.state, "anchored",
                                     detail="cards can be redeemed once their batch is anchored")
-        if not check_code(session, master_key, serial_text, code):
+        if not code_matches(master_key, card, code):
             raise WrongCode(serial)
         if card.revoked or batch.revoked:
             raise CardRevoked(serial, card.revoke_reason if card.revoked else batch.revoke_reason)
@@ -100,18 +102,14 @@ def redeem_card(sessions: sessionmaker[Session], master_key: MasterKey, registry
     def record_hash(sent: Any) -> None:
         nonlocal token
         pending = PENDING + "0x" + bytes(sent.tx_hash).hex()
-        with sessions.begin() as session:
-            session.execute(update(Card).where(Card.id == card_id, Card.redeemed_by == token)
-                            .values(redeemed_by=pending).execution_options(synchronize_session=False))
+        _swap_claim(sessions, card_id, token, pending)
         token = pending
 
     try:
         receipt = registry.mark_redeemed(batch_id, [index], on_sent=record_hash)
     except chain_errors.CardAlreadyRedeemed:
         # Redeemed on chain by someone else (another system of the issuer): the claim stands.
-        with sessions.begin() as session:
-            session.execute(update(Card).where(Card.id == card_id, Card.redeemed_by == token)
-                            .values(redeemed_by="chain").execution_options(synchronize_session=False))
+        _swap_claim(sessions, card_id, token, "chain")
         raise AlreadyRedeemed(serial) from None
     except chain_errors.CardRevoked:
         _release_claim(sessions, card_id, token)
@@ -124,9 +122,7 @@ def redeem_card(sessions: sessionmaker[Session], master_key: MasterKey, registry
         raise
 
     now = dt.datetime.now(dt.UTC)
-    with sessions.begin() as session:
-        session.execute(update(Card).where(Card.id == card_id, Card.redeemed_by == token)
-                        .values(redeemed_by=redeemed_by).execution_options(synchronize_session=False))
+    _swap_claim(sessions, card_id, token, redeemed_by)
     return RedeemResult(
         serial=serial, batch_id="0x" + batch_id.hex(), index=index, redeemed_at=now.isoformat(),
         redeemed_by=redeemed_by, tx_hash="0x" + bytes(receipt["transactionHash"]).hex(),

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from chain.registry import Registry
 from issuer.anchoring import NotBatchIssuer
-from issuer.core.serial import format_serial
-from issuer.errors import IssuerError
+from issuer.core.serial import canonical_serial
+from issuer.errors import CardRevoked, InvalidBatchState, IssuerError
 from issuer.storage import repository as repo
 
 
@@ -62,39 +62,29 @@ class RevokeResult:
 def revoke_serials(sessions: sessionmaker[Session], registry: Registry, serials: list[str],
                    reason: RevokeReason) -> list[RevokeResult]:
     """Revoke cards by serial: one transaction per batch. Validates everything before sending anything."""
-    by_batch: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    by_batch: dict[str, dict[int, str]] = defaultdict(dict)  # batch id -> card index -> display serial
+    batch_pks: dict[str, int] = {}
     with sessions() as session:
         for text in serials:
             card = repo.get_card_by_serial(session, text)
             batch = card.batch
+            serial = canonical_serial(card.serial)
             if batch.state != "anchored":
-                from issuer.errors import InvalidBatchState
-
                 raise InvalidBatchState(batch.batch_id, batch.state, "anchored",
                                         detail="only cards of anchored batches can be revoked")
-            if repo.checksum_address(batch.issuer_address) != registry.client.address:
-                raise NotBatchIssuer(f"card {format_serial_safe(card.serial)} belongs to issuer "
-                                     f"{batch.issuer_address}, not {registry.client.address}")
+            if batch.issuer_address != registry.client.address:
+                raise NotBatchIssuer(f"card {serial} belongs to issuer {batch.issuer_address}, "
+                                     f"not {registry.client.address}")
             if card.revoked or batch.revoked:
-                from issuer.errors import CardRevoked
-
-                raise CardRevoked(format_serial_safe(card.serial),
-                                  card.revoke_reason if card.revoked else batch.revoke_reason)
-            entry = (card.index, format_serial_safe(card.serial))
-            if entry not in by_batch[batch.batch_id]:
-                by_batch[batch.batch_id].append(entry)
+                raise CardRevoked(serial, card.revoke_reason if card.revoked else batch.revoke_reason)
+            by_batch[batch.batch_id][card.index] = serial
+            batch_pks[batch.batch_id] = batch.id
     results = []
     for batch_id, entries in by_batch.items():
-        indices = sorted(i for i, _ in entries)
+        indices = sorted(entries)
         receipt = registry.revoke_cards(bytes.fromhex(batch_id[2:]), indices, int(reason))
         with sessions.begin() as session:
-            repo.mark_cards_revoked(session, repo.get_batch(session, batch_id).id, indices, int(reason))
-        results.append(RevokeResult(batch_id, [s for _, s in sorted(entries)], indices, int(reason),
+            repo.mark_cards_revoked(session, batch_pks[batch_id], indices, int(reason))
+        results.append(RevokeResult(batch_id, [entries[i] for i in indices], indices, int(reason),
                                     "0x" + bytes(receipt["transactionHash"]).hex()))
     return results
-
-
-def format_serial_safe(db_serial: str) -> str:
-    from issuer.core.serial import parse_serial
-
-    return format_serial(parse_serial(db_serial))

@@ -13,8 +13,8 @@ dropped ``WITH (FORCE)`` by :func:`drop_database`), and each test may take a
 schema of its own in it (:func:`create_schema` returns a URL whose connections
 use that schema through ``search_path``).
 
-``tests/storage/conftest.py`` shows the fixtures built on these (a ``db_url``
-parametrized over SQLite and PostgreSQL, a session-wide migrated schema).
+``tests/conftest.py`` holds the fixtures built on these that every folder shares (``db_backend``,
+``pg_database_url``, ``sqlite_template``); ``tests/storage/conftest.py`` shows per-folder ones.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ __all__ = [
     "drop_schema",
     "fresh_postgres_schema",
     "sqlite_url",
+    "migrated_sqlite_template",
+    "sqlite_engine_from",
+    "delete_all_rows",
 ]
 
 
@@ -169,3 +172,43 @@ def fresh_postgres_schema(db_url: str) -> Iterator[str]:
 
 def sqlite_url(path: os.PathLike[str] | str) -> str:
     return f"sqlite:///{os.fspath(path)}"
+
+
+# --------------------------------------------------------------------------- migrated databases
+
+
+def migrated_sqlite_template(directory: os.PathLike[str] | str) -> "os.PathLike[str]":
+    """An empty SQLite database migrated to head, for tests to copy (migrating costs ~50 ms, a copy less)."""
+    from pathlib import Path
+
+    from issuer.storage.db import make_engine, upgrade
+
+    path = Path(directory) / "template.db"
+    eng = make_engine(sqlite_url(path))
+    upgrade(eng)
+    with eng.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    eng.dispose()
+    return path
+
+
+def sqlite_engine_from(template: os.PathLike[str] | str, path: os.PathLike[str] | str, **engine_kw):
+    """An engine on a copy of `template` at `path` (the upgrade is a one-query no-op at head)."""
+    import shutil
+
+    from issuer.storage.db import make_engine, upgrade
+
+    shutil.copyfile(template, path)
+    eng = make_engine(sqlite_url(path), **engine_kw)
+    upgrade(eng)
+    return eng
+
+
+def delete_all_rows(engine) -> None:
+    """DELETE every row of every migrated table, children first: much faster than TRUNCATE for the few
+    rows a test leaves."""
+    from issuer.storage.models import import_all_models
+
+    with engine.begin() as conn:
+        for table in reversed(import_all_models().sorted_tables):
+            conn.execute(table.delete())

@@ -143,10 +143,6 @@ class ChainView:
 
     # ------------------------------------------------------------------ connection
 
-    @property
-    def registry(self) -> Registry | None:
-        return self._registry
-
     def _ensure_registry(self) -> Registry:
         reg = self._registry
         if reg is None:
@@ -161,13 +157,6 @@ class ChainView:
                     self._chain_id = reg.client.chain_id
                 reg = self._registry
         return reg
-
-    def set_registry(self, registry: Registry) -> None:
-        """Swap the registry (tests); forgets everything cached."""
-        with self._lock:
-            self._registry = registry
-            self._chain_id = registry.client.chain_id
-            self._clear()
 
     def _clear(self) -> None:
         self._batches.clear()

@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Request
+from fastapi import Request
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,8 +27,7 @@ from verify_api.service import CardService
 
 log = logging.getLogger("cardproof.api")
 
-__all__ = ["AppDeps", "ClientInfo", "DepsDep", "SessionDep", "client_info", "connect_registry", "get_deps",
-           "get_session", "rate_limit"]
+__all__ = ["AppDeps", "ClientInfo", "client_info", "connect_registry", "rate_limit"]
 
 
 @dataclass
@@ -115,19 +114,6 @@ def connect_registry(settings: Settings, api: ApiSettings) -> Registry:
     client = connect(settings, read_only=True, timeout=api.rpc_timeout)
     address = api.registry_address or find(client, settings.home, REGISTRY).address
     return Registry(client, address)
-
-
-def get_deps(request: Request) -> AppDeps:
-    return request.app.state.deps
-
-
-def get_session(request: Request):
-    with request.app.state.deps.sessions() as session:
-        yield session
-
-
-DepsDep = Annotated[AppDeps, Depends(get_deps)]
-SessionDep = Annotated[Session, Depends(get_session)]
 
 
 @dataclass(frozen=True)

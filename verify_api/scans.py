@@ -27,11 +27,12 @@ from typing import Any
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from verify_api.metrics import SCANS_DROPPED
 from verify_api.models import CardStats, Scan
 
 log = logging.getLogger("cardproof.api.scans")
 
-__all__ = ["ScanRecorder", "client_hash", "ua_family", "fraud_signal"]
+__all__ = ["ScanRecorder", "ua_family", "fraud_signal"]
 
 _UA_RULES = [
     ("bot", re.compile(r"bot\b|crawl|spider|slurp|bingpreview", re.I)),
@@ -89,11 +90,6 @@ class _ClientHasher:
                 self._memo.clear()
             self._memo[ip] = out
         return out
-
-
-def client_hash(secret: bytes, ip: str, day: dt.date) -> str:
-    """Truncated keyed hash of an IP for ``day`` (what ``api_scans.client`` holds)."""
-    return hmac.new(_day_key(secret, day), ip.encode("utf-8", "replace"), hashlib.sha256).hexdigest()[:16]
 
 
 def fraud_signal(stats: dict[str, Any]) -> str:
@@ -220,6 +216,7 @@ class ScanRecorder:
         at = dt.datetime.now(dt.UTC)
         if len(self._queue) >= self._queue_max:
             self.dropped += 1
+            SCANS_DROPPED.inc()
             return
         self._queue.append((at, serial, kind, verdict, ok, client, ua[:24], country))
         if serial is not None and kind in ("lookup", "page", "check"):
@@ -292,11 +289,6 @@ class ScanRecorder:
         out["signal"] = fraud_signal(out)
         return out
 
-    @staticmethod
-    def blank_stats() -> dict[str, Any]:
-        return {"scans": 0, "first_scan_at": None, "checks": 0, "failed_checks": 0, "first_check_at": None,
-                "signal": "none"}
-
     # ----------------------------------------------------------------- writing
 
     def flush(self) -> int:
@@ -312,7 +304,6 @@ class ScanRecorder:
                 self._maybe_prune()
                 return 0
             with self._lock:
-                touched = {r[1] for r in rows if r[1] is not None}
                 increments: dict[str, _Pending] = {}
                 for at, serial, kind, _v, ok, *_ in rows:
                     if serial is None or kind not in ("lookup", "page", "check"):
@@ -347,7 +338,6 @@ class ScanRecorder:
                         e.failed += inc.failed
                         e.first_scan = _min(e.first_scan, inc.first_scan)
                         e.first_check = _min(e.first_check, inc.first_check)
-            del touched
             self.written += len(rows)
             self._maybe_prune()
             return len(rows)

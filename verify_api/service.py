@@ -27,7 +27,7 @@ from issuer.core.leaf import LEAF_ENCODING, LEAF_FIELDS, leaf_hash
 from issuer.core.merkle import process_proof
 from issuer.core.serial import format_serial, parse_serial
 from issuer.errors import CardNotFound
-from issuer.lookup import CardRecord, check_code, find_card
+from issuer.lookup import CardRecord, check_code, find_card, record_of
 from issuer.secrets_store import MasterKey
 from issuer.storage.models import Batch, Card
 from issuer.storage.repository import get_card_by_serial
@@ -138,7 +138,7 @@ class CardService:
         self._cache: dict[str, CachedCard] = {}
         self._lock = threading.Lock()
         self._decoy: CachedCard | None = None
-        self._decoy_rows: tuple[Any, Any] | None = None
+        self._decoy_card_row: Card | None = None
         self._decoy_at = -1e9
 
     # ------------------------------------------------------------------ records
@@ -192,29 +192,23 @@ class CardService:
             self._decoy = None
             return None
         try:
-            record = find_card(session, serial)
             card = get_card_by_serial(session, serial)
+            record = record_of(session, card)
         except Exception:  # noqa: BLE001
             self._decoy = None
             return None
-        self._decoy_rows = (card, card.batch)
+        self._decoy_card_row = card
         self._decoy = self._make(serial, record.serial, record)
         return self._decoy
 
     def _mirror_lookup(self, session: Session) -> None:
-        """What ``find_card`` does after finding a card, done on the decoy: leaf, proof, batch record."""
-        from issuer import lookup
-
+        """What ``find_card`` does after finding a card (``record_of``: leaf, proof, batch record), done on
+        the decoy, so that an unknown serial costs what a known one does."""
         decoy = self._decoy_card(session)
-        if decoy is None or self._decoy_rows is None:
+        if decoy is None or self._decoy_card_row is None:
             return
-        card, batch = self._decoy_rows
         try:
-            leaf = lookup.leaf_of(card, batch)
-            lookup.proof_of(session, card, batch, leaf)
-            make_record = getattr(lookup, "_batch_record", None)
-            if make_record is not None:
-                make_record(session, batch)
+            record_of(session, self._decoy_card_row)
         except Exception:  # noqa: BLE001 - only here to spend the same time
             pass
 

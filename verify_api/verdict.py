@@ -41,9 +41,6 @@ class Verdict:
     #: knows of a change the chain does not show yet), or None (no status: not authentic).
     source: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "reason": self.reason}
-
 
 def decide(
     record: Any | None,
@@ -63,7 +60,7 @@ def decide(
         return Verdict("not_yet_anchored", "chain_unavailable")
     if not b.anchored:
         return Verdict("not_yet_anchored", "batch_not_anchored")
-    db_root = _hex_bytes(record.batch.root)
+    db_root = hex_bytes(record.batch.root)
     if b.root != db_root:
         return Verdict("unknown", "root_mismatch")
     if proof_root is None or proof_root != b.root:
@@ -98,10 +95,12 @@ def decide(
     return Verdict("authentic", "ok", False, False, source)
 
 
-def _hex_bytes(value: str | bytes) -> bytes:
+def hex_bytes(value: Any) -> bytes:
+    """Bytes from bytes or a hex string (with or without 0x); b"" for anything that is not hex."""
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
-    text = value[2:] if value.startswith(("0x", "0X")) else value
+    text = str(value or "")
+    text = text[2:] if text.startswith(("0x", "0X")) else text
     try:
         return bytes.fromhex(text)
     except ValueError:

@@ -27,6 +27,7 @@ from issuer.core.errors import CoreError
 from issuer.core.leaf import LEAF_FIELDS, CardLeaf, bytes32_to_sku, leaf_hash
 from issuer.core.merkle import process_proof
 from issuer.core.serial import format_serial, parse_serial
+from verify_api.verdict import hex_bytes
 
 __all__ = ["Claim", "verify_answer", "mismatches"]
 
@@ -46,16 +47,6 @@ class Claim:
 
 def mismatches(claims: list[Claim]) -> list[Claim]:
     return [c for c in claims if not c.confirmed]
-
-
-def _b32(value: Any) -> bytes:
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
-    text = str(value or "")
-    try:
-        return bytes.fromhex(text[2:] if text.startswith(("0x", "0X")) else text)
-    except ValueError:
-        return b""
 
 
 def _get(d: Any, *path: str) -> Any:
@@ -80,6 +71,16 @@ class _Checker:
         except Exception as exc:  # noqa: BLE001 - a failed read is an unconfirmed claim, with the reason
             ok, detail = False, f"could not check: {type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
         return self.check(claim, ok, detail)
+
+    def compare(self, claim: str, read: Callable[[], Any], judge: Callable[[Any], bool],
+                describe: Callable[[Any], str]) -> bool:
+        """`attempt` for a claim about one value read from the chain: read it once, then judge and describe it."""
+
+        def run() -> tuple[bool, str]:
+            value = read()
+            return judge(value), describe(value)
+
+        return self.attempt(claim, run)
 
 
 def verify_answer(answer: dict[str, Any], registry: Registry, *, serial: str | None = None,
@@ -125,7 +126,7 @@ def verify_answer(answer: dict[str, Any], registry: Registry, *, serial: str | N
         f"expiry {leaf.expiry or 'none'}"))
     batch = answer.get("batch") or {}
     batch_id = leaf.batch_id
-    c.check("the batch is the leaf's", _b32(batch.get("id")) == batch_id, f"batch {'0x' + batch_id.hex()}")
+    c.check("the batch is the leaf's", hex_bytes(batch.get("id")) == batch_id, f"batch {'0x' + batch_id.hex()}")
     index = leaf.index
     c.check("the index is the leaf's", _get(answer, "proof", "index") == index, f"index {index}")
     issuer = (answer.get("issuer") or {}).get("address") or ""
@@ -133,25 +134,25 @@ def verify_answer(answer: dict[str, Any], registry: Registry, *, serial: str | N
             f"batch id starts with {issuer}")
 
     lh = leaf_hash(leaf)
-    c.check("the leaf hash is the leaf's", _b32(_get(answer, "proof", "leaf_hash")) == lh, "0x" + lh.hex())
+    c.check("the leaf hash is the leaf's", hex_bytes(_get(answer, "proof", "leaf_hash")) == lh, "0x" + lh.hex())
     c.attempt("the registry hashes the leaf the same way",
               lambda: (registry.leaf_hash(leaf.as_tuple()) == lh, "CardRegistry.leafHash"))
 
-    proof = [_b32(p) for p in (_get(answer, "proof", "proof") or [])]
+    proof = [hex_bytes(p) for p in (_get(answer, "proof", "proof") or [])]
     try:
         folded = process_proof(lh, proof)
     except CoreError as exc:
         folded = None
         c.check("the proof leads to the root", False, str(exc))
-    claimed_root = _b32(batch.get("anchored_root") or batch.get("root"))
+    claimed_root = hex_bytes(batch.get("anchored_root") or batch.get("root"))
     if folded is not None:
         c.check("the proof leads to the root", folded == claimed_root,
                 f"{len(proof)} proof nodes fold to 0x{folded.hex()}")
 
     # ---------------------------------------------------------------- the chain
     w3 = registry.client.w3
-    c.attempt("the chain id", lambda: (int(w3.eth.chain_id) == int(batch.get("chain_id") or -1),
-                                       f"node reports {w3.eth.chain_id}, answer says {batch.get('chain_id')}"))
+    c.compare("the chain id", lambda: int(w3.eth.chain_id), lambda v: v == int(batch.get("chain_id") or -1),
+              lambda v: f"node reports {v}, answer says {batch.get('chain_id')}")
     if registry_pinned:
         c.check("the registry address", (batch.get("registry") or "").lower() == registry.address.lower(),
                 f"checking {registry.address}, answer says {batch.get('registry')}")
@@ -187,20 +188,18 @@ def verify_answer(answer: dict[str, Any], registry: Registry, *, serial: str | N
 
     role = (answer.get("issuer") or {}).get("has_role")
     if issuer:
-        c.attempt("the issuer's role", lambda: (
-            registry.is_issuer(issuer) == bool(role) if role is not None else True,
-            f"ISSUER_ROLE held: {registry.is_issuer(issuer)}" + ("" if role is not None else " (not claimed)")))
+        c.compare("the issuer's role", lambda: registry.is_issuer(issuer),
+                  lambda v: v == bool(role) if role is not None else True,
+                  lambda v: f"ISSUER_ROLE held: {v}" + ("" if role is not None else " (not claimed)"))
 
     status = answer.get("status") or {}
     if anchored:
         if status.get("revoked") is not None:
-            c.attempt("the revocation bit", lambda: (
-                registry.is_revoked(batch_id, index) == status.get("revoked"),
-                f"registry isRevoked: {registry.is_revoked(batch_id, index)}"))
+            c.compare("the revocation bit", lambda: registry.is_revoked(batch_id, index),
+                      lambda v: v == status.get("revoked"), lambda v: f"registry isRevoked: {v}")
         if status.get("redeemed") is not None:
-            c.attempt("the redemption bit", lambda: (
-                registry.is_redeemed(batch_id, index) == status.get("redeemed"),
-                f"registry isRedeemed: {registry.is_redeemed(batch_id, index)}"))
+            c.compare("the redemption bit", lambda: registry.is_redeemed(batch_id, index),
+                      lambda v: v == status.get("redeemed"), lambda v: f"registry isRedeemed: {v}")
 
     def verdict_check() -> tuple[bool, str]:
         authentic, st = registry.verify_card(leaf.as_tuple(), proof)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from web3 import Web3
 
 from chain.errors import (
     AccessControlUnauthorizedAccount,
@@ -11,24 +10,13 @@ from chain.errors import (
     NotBatchRedeemer,
 )
 from chain.registry import DEFAULT_ADMIN_ROLE, ISSUER_ROLE
+from tests.chain.registry_kit import MANIFEST, ROOT, anchor, bid, same_address
 
-ROOT = b"\x11" * 32
-MANIFEST = b"\x22" * 32
 COUNT = 600
 
 
-def bid(env, who: str = "issuer", n: int = 1) -> bytes:
-    return bytes.fromhex(env.address(who)[2:]) + n.to_bytes(12, "big")
-
-
 def anchored(env, who: str = "issuer", n: int = 1, count: int = COUNT) -> bytes:
-    batch_id = bid(env, who, n)
-    env.registry(who).anchor_batch(batch_id, ROOT, count, MANIFEST)
-    return batch_id
-
-
-def same_address(a: str, b: str) -> bool:
-    return Web3.to_checksum_address(a) == Web3.to_checksum_address(b)
+    return anchor(env, who, n, count)
 
 
 def test_deployer_is_admin_only(chain_env):

@@ -9,20 +9,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chain.errors import CardAlreadyRedeemed, CardIndexOutOfRange, CardRevoked
+from tests.chain.registry_kit import ROOT, anchor, bid
 
-ROOT = b"\x11" * 32
-MANIFEST = b"\x22" * 32
 ALL_ONES = 2**256 - 1
 
 
-def bid(env, who: str = "issuer", n: int = 1) -> bytes:
-    return bytes.fromhex(env.address(who)[2:]) + n.to_bytes(12, "big")
-
-
 def anchored(env, count: int, n: int = 1, who: str = "issuer") -> bytes:
-    batch_id = bid(env, who, n)
-    env.registry(who).anchor_batch(batch_id, ROOT, count, MANIFEST)
-    return batch_id
+    return anchor(env, who, n, count)
 
 
 def words_of(indices) -> dict[int, int]:

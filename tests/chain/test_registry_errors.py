@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from web3 import Web3
 
 from chain.errors import (
     AccessControlBadConfirmation,
@@ -31,29 +30,17 @@ from chain.errors import (
     ZeroAddress,
 )
 from chain.registry import DEFAULT_ADMIN_ROLE, ISSUER_ROLE, ZERO_ADDRESS
+from tests.chain.registry_kit import MANIFEST, ROOT, anchor, bid, same_address
 
-ROOT = b"\x11" * 32
 OTHER_ROOT = b"\x33" * 32
-MANIFEST = b"\x22" * 32
 COUNT = 1000
 
 
-def bid(env, who: str = "issuer", n: int = 1) -> bytes:
-    """A batch id owned by `who`: its address, then a 12-byte number."""
-    return bytes.fromhex(env.address(who)[2:]) + n.to_bytes(12, "big")
+# ---------------------------------------------------------------- anchorBatch
 
 
 def anchored(env, who: str = "issuer", n: int = 1, count: int = COUNT) -> bytes:
-    batch_id = bid(env, who, n)
-    env.registry(who).anchor_batch(batch_id, ROOT, count, MANIFEST)
-    return batch_id
-
-
-def same_address(a: str, b: str) -> bool:
-    return Web3.to_checksum_address(a) == Web3.to_checksum_address(b)
-
-
-# ---------------------------------------------------------------- anchorBatch
+    return anchor(env, who, n, count)
 
 
 def test_batch_already_anchored_same_and_different_root(chain_env):

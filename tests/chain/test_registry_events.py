@@ -5,19 +5,11 @@ from __future__ import annotations
 from chain.artifacts import load_artifact
 from chain.deployments import REGISTRY
 from chain.events import read_events
-
-ROOT = b"\x11" * 32
-MANIFEST = b"\x22" * 32
-
-
-def bid(env, who: str = "issuer", n: int = 1) -> bytes:
-    return bytes.fromhex(env.address(who)[2:]) + n.to_bytes(12, "big")
+from tests.chain.registry_kit import MANIFEST, ROOT, anchor, bid
 
 
 def anchored(env, count: int = 1000, n: int = 1, who: str = "issuer") -> bytes:
-    batch_id = bid(env, who, n)
-    env.registry(who).anchor_batch(batch_id, ROOT, count, MANIFEST)
-    return batch_id
+    return anchor(env, who, n, count)
 
 
 def events_of(env, receipt, names=None):

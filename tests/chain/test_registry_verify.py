@@ -10,8 +10,8 @@ from eth_utils import keccak
 from chain.registry import CardStatus
 from issuer.core.leaf import LEAF_FIELDS, CardLeaf, encode_leaf, leaf_hash
 from issuer.core.merkle import build_tree
+from tests.chain.registry_kit import MANIFEST, bid
 
-MANIFEST = b"\x22" * 32
 LEAF_TYPES = [t for _, t in LEAF_FIELDS]
 
 # ---------------------------------------------------------------- known answers
@@ -34,10 +34,6 @@ KAT_LEAVES = [
              0 if i == 4 else 1_893_456_000, bytes([0x11 * i]) * 32)
     for i in range(5)
 ]
-
-
-def bid(env, who: str = "issuer", n: int = 1) -> bytes:
-    return bytes.fromhex(env.address(who)[2:]) + n.to_bytes(12, "big")
 
 
 def random_leaves(rng: random.Random, batch_id: bytes, count: int, expiry: int = 0) -> list[CardLeaf]:

@@ -13,25 +13,12 @@ from collections.abc import Iterator
 import pytest
 
 from tests.chainkit import ChainEnv
-from tests.escrow.world import World, deploy_world
+from tests.escrow.world import World, worlds_on_session_chains
 
 
 @pytest.fixture(scope="package", autouse=True)
 def _escrow_worlds(request: pytest.FixtureRequest) -> Iterator[None]:
-    deployed: list[tuple[ChainEnv, object]] = []
-    try:
-        for name in ("_eth_tester_session", "_anvil_session"):
-            env: ChainEnv = request.getfixturevalue(name)
-            base = env.snapshot()
-            deployed.append((env, base))
-            env.extra["escrow_world"] = deploy_world(env)
-            env.admin._next_nonce = None
-        yield
-    finally:
-        for env, base in reversed(deployed):
-            env.extra.pop("escrow_world", None)
-            env.revert(base)
-            env.admin._next_nonce = None
+    yield from worlds_on_session_chains(request, "escrow_world")
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ test's view of it; build it per test (clients cache nonces, which must not outli
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 from web3 import Web3
@@ -76,8 +77,8 @@ class World:
     _nonce: int = field(default=0)
 
     @classmethod
-    def of(cls, env: ChainEnv) -> World:
-        info = env.extra["escrow_world"]
+    def of(cls, env: ChainEnv, key: str = "escrow_world") -> World:
+        info = env.extra[key]
         return cls(env, info["escrow"], dict(info["tokens"]))
 
     # ------------------------------------------------------------ handles
@@ -149,3 +150,23 @@ class World:
 
     def advance(self, seconds: int) -> None:
         self.env.set_next_timestamp(self.env.now() + seconds)
+
+
+def worlds_on_session_chains(request: Any, key: str) -> Iterator[None]:
+    """Deploy the world on both session chains (eth-tester and anvil) under ``env.extra[key]``, with the
+    block it ended at, before any per-test snapshot of ``chain_env``; revert both chains when done.
+    For a package-scoped fixture: ``yield from worlds_on_session_chains(request, "my_world")``."""
+    deployed: list[tuple[ChainEnv, object]] = []
+    try:
+        for name in ("_eth_tester_session", "_anvil_session"):
+            env: ChainEnv = request.getfixturevalue(name)
+            base = env.snapshot()
+            deployed.append((env, base))
+            env.extra[key] = {**deploy_world(env), "block": env.admin.block_number()}
+            env.admin._next_nonce = None
+        yield
+    finally:
+        for env, base in reversed(deployed):
+            env.extra.pop(key, None)
+            env.revert(base)
+            env.admin._next_nonce = None

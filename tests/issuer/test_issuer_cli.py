@@ -268,7 +268,7 @@ def test_master_key_file_or_environment(cli, deployed):
 def test_cli_on_postgresql(cli, deployed, request):
     from tests import dbutil
 
-    url = dbutil.create_schema(request.getfixturevalue("issuer_pg_database_url"), prefix="cli")
+    url = dbutil.create_schema(request.getfixturevalue("pg_database_url"), prefix="cli")
     try:
         cli.env("CARDPROOF_DATABASE_URL", url)
         minted = mint_json(cli, "--count", "3")

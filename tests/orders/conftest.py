@@ -9,20 +9,16 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from chain.artifacts import load_artifact
 from issuer.indexer import Followed, Indexer
 from issuer.storage.db import make_engine, session_factory, upgrade
-from issuer.storage.index_models import INDEX_TABLES
 from tests import dbutil
 from tests.chainkit import ChainEnv
-from tests.escrow.world import World, deploy_world
+from tests.escrow.world import World, worlds_on_session_chains
 from tests.clikit import Cli, in_process_cli
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -38,44 +34,17 @@ def cli(tmp_path, monkeypatch, capsys) -> Iterator[Cli]:
 
 
 @pytest.fixture(scope="session")
-def orders_pg_url() -> Iterator[str]:
-    base = dbutil.postgres_base_url()
-    if base is None:
-        pytest.skip(dbutil.postgres_skip_reason())
-    url = dbutil.create_database(base, prefix="cardproof_orders")
-    schema_url = dbutil.create_schema(url, prefix="orders")
-    upgrade(schema_url)
-    yield schema_url
-    dbutil.drop_database(url, base)
-
-
-@pytest.fixture(scope="session")
-def orders_sqlite_template(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("orders-db") / "template.db"
-    eng = make_engine(dbutil.sqlite_url(path))
-    upgrade(eng)
-    with eng.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    eng.dispose()
-    return path
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_backend(request) -> str:
-    return request.param
-
-
-def _sqlite_sessions(template: Path, path: Path):
-    shutil.copyfile(template, path)
-    eng = make_engine(dbutil.sqlite_url(path))
-    upgrade(eng)
-    return eng
+def orders_pg_url(pg_database_url) -> Iterator[str]:
+    url = dbutil.create_schema(pg_database_url, prefix="orders")
+    upgrade(url)
+    yield url
+    dbutil.drop_schema(url)
 
 
 @pytest.fixture
-def sessions(db_backend, request, tmp_path, orders_sqlite_template):
+def sessions(db_backend, request, tmp_path, sqlite_template):
     if db_backend == "sqlite":
-        eng = _sqlite_sessions(orders_sqlite_template, tmp_path / "index.db")
+        eng = dbutil.sqlite_engine_from(sqlite_template, tmp_path / "index.db")
         try:
             yield session_factory(eng)
         finally:
@@ -85,15 +54,13 @@ def sessions(db_backend, request, tmp_path, orders_sqlite_template):
     try:
         yield session_factory(eng)
     finally:
-        with eng.begin() as conn:
-            for name in INDEX_TABLES:
-                conn.execute(sa.text(f"DELETE FROM {name}"))
+        dbutil.delete_all_rows(eng)
         eng.dispose()
 
 
 @pytest.fixture
-def sqlite_sessions(tmp_path, orders_sqlite_template):
-    eng = _sqlite_sessions(orders_sqlite_template, tmp_path / "index-sqlite.db")
+def sqlite_sessions(tmp_path, sqlite_template):
+    eng = dbutil.sqlite_engine_from(sqlite_template, tmp_path / "index-sqlite.db")
     try:
         yield session_factory(eng)
     finally:
@@ -107,28 +74,13 @@ WORLD_KEY = "orders_world"
 
 @pytest.fixture(scope="package")
 def _orders_worlds(request) -> Iterator[None]:
-    """The escrow world on both session chains, deployed once for this package (before any per-test
-    snapshot of ``chain_env``) and reverted at the package's end."""
-    deployed: list[tuple[ChainEnv, object]] = []
-    try:
-        for name in ("_eth_tester_session", "_anvil_session"):
-            env: ChainEnv = request.getfixturevalue(name)
-            base = env.snapshot()
-            deployed.append((env, base))
-            env.extra[WORLD_KEY] = {**deploy_world(env), "block": env.admin.block_number()}
-            env.admin._next_nonce = None
-        yield
-    finally:
-        for env, base in reversed(deployed):
-            env.extra.pop(WORLD_KEY, None)
-            env.revert(base)
-            env.admin._next_nonce = None
+    """The escrow world on both session chains, deployed once for this package."""
+    yield from worlds_on_session_chains(request, WORLD_KEY)
 
 
 @pytest.fixture
 def world(_orders_worlds, chain_env: ChainEnv) -> World:
-    info = chain_env.extra[WORLD_KEY]
-    return World(chain_env, info["escrow"], dict(info["tokens"]))
+    return World.of(chain_env, WORLD_KEY)
 
 
 def followed(env: ChainEnv, escrow: str) -> list[Followed]:

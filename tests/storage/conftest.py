@@ -14,22 +14,10 @@ from __future__ import annotations
 import pytest
 
 from issuer.storage.db import make_engine, session_factory, upgrade
-from issuer.storage.models import import_all_models
 from tests import dbutil
 
 #: Enough connections for the 20-thread redemption race.
 POOL = {"pool_size": 25, "max_overflow": 5}
-
-
-@pytest.fixture(scope="session")
-def pg_database_url():
-    """A PostgreSQL database created for this test session, dropped at its end."""
-    base = dbutil.postgres_base_url()
-    if base is None:
-        pytest.skip(dbutil.postgres_skip_reason())
-    url = dbutil.create_database(base)
-    yield url
-    dbutil.drop_database(url, base)
 
 
 @pytest.fixture(scope="session")
@@ -41,9 +29,9 @@ def pg_migrated_url(pg_database_url):
     dbutil.drop_schema(url)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def backend(request):
-    return request.param
+@pytest.fixture
+def backend(db_backend):
+    return db_backend
 
 
 @pytest.fixture
@@ -58,18 +46,6 @@ def db_url(backend, request, tmp_path):
         dbutil.drop_schema(url)
 
 
-def _empty_all_tables(url: str) -> None:
-    # DELETE, not TRUNCATE: TRUNCATE swaps files and costs ~0.3 s per call even on
-    # empty tables; tests leave few rows (the bulk-insert speed test uses a schema of its own).
-    eng = make_engine(url)
-    try:
-        with eng.begin() as conn:
-            for table in reversed(import_all_models().sorted_tables):
-                conn.execute(table.delete())
-    finally:
-        eng.dispose()
-
-
 @pytest.fixture
 def engine(backend, request, tmp_path):
     if backend == "sqlite":
@@ -80,13 +56,14 @@ def engine(backend, request, tmp_path):
         finally:
             eng.dispose()
         return
-    url = request.getfixturevalue("pg_migrated_url")
-    eng = make_engine(url, **POOL)
+    eng = make_engine(request.getfixturevalue("pg_migrated_url"), **POOL)
     try:
         yield eng
     finally:
-        eng.dispose()
-        _empty_all_tables(url)
+        try:
+            dbutil.delete_all_rows(eng)
+        finally:
+            eng.dispose()
 
 
 @pytest.fixture
