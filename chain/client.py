@@ -163,6 +163,9 @@ class ChainClient:
     receipt_timeout: float = 120.0
     poll_interval: float = 0.05
     _nonce_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: Held from taking a nonce to the node's acceptance: in one process, transactions reach the node in nonce
+    #: order, so a failed broadcast is released before anybody takes the next nonce (no gap, no reordering).
+    _send_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _next_nonce: int | None = field(default=None, repr=False)
     _chain_id: int | None = field(default=None, repr=False)
 
@@ -252,17 +255,18 @@ class ChainClient:
 
     def _sign_and_send(self, build: Callable[[int], dict[str, Any]], gas: int,
                        before_broadcast: Callable[[SentTx], None] | None = None) -> SentTx:
-        nonce = self._take_nonce()
-        try:
-            tx = guard(lambda: build(nonce))
-            signed = self.account.sign_transaction(tx)
-            sent = SentTx(HexBytes(signed.hash), nonce, gas)
-            if before_broadcast is not None:
-                before_broadcast(sent)
-            tx_hash = guard(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
-        except BaseException:
-            self._release_nonce(nonce)
-            raise
+        with self._send_lock:
+            nonce = self._take_nonce()
+            try:
+                tx = guard(lambda: build(nonce))
+                signed = self.account.sign_transaction(tx)
+                sent = SentTx(HexBytes(signed.hash), nonce, gas)
+                if before_broadcast is not None:
+                    before_broadcast(sent)
+                tx_hash = guard(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
+            except BaseException:
+                self._release_nonce(nonce)
+                raise
         return SentTx(HexBytes(tx_hash), nonce, gas)
 
     def wait(self, tx_hash: bytes | str, *, confirmations: int | None = None,

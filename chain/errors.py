@@ -179,6 +179,10 @@ class ZeroAddress(ContractRevert):
     """The zero address is not allowed."""
 
 
+class InvalidIssuerName(ContractRevert):
+    """An issuer's display name must be 1 to 64 bytes of UTF-8."""
+
+
 # --- OpenZeppelin --------------------------------------------------------------------------------
 
 

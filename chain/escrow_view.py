@@ -1,6 +1,6 @@
 """Presentation of escrow orders for people and JSON: token amounts in token units, durations, order summaries.
 
-Shared by the ``cardproof order`` commands (chain/escrow_cli.py) and the order API (verify_api/order_view.py).
+Shared by the ``cardproof order`` commands (verify_api/order_cli.py) and the order API (verify_api/order_view.py).
 Amounts are integers in the token's smallest unit on chain; people type and read them as decimals in token
 units ("9.50"), converted with the token's ``decimals()``.
 """

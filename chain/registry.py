@@ -82,8 +82,17 @@ class Registry:
 
     # ---------------------------------------------------------------- roles
 
-    def grant_issuer(self, address: str) -> TxReceipt:
-        return self.client.transact(self.fn.grantRole(ISSUER_ROLE, Web3.to_checksum_address(address)), gas=GAS_GRANT)
+    def grant_issuer(self, address: str, name: str | None = None) -> TxReceipt:
+        """Grant ISSUER_ROLE; with ``name``, through ``grantIssuer``, which also records the display name on chain."""
+        who = Web3.to_checksum_address(address)
+        if name is None:
+            return self.client.transact(self.fn.grantRole(ISSUER_ROLE, who), gas=GAS_GRANT)
+        return self.client.transact(self.fn.grantIssuer(who, name), gas=GAS_GRANT + 25_000 * (len(name.encode()) // 32 + 1))
+
+    def issuer_name(self, address: str, block: Any = "latest") -> str:
+        """The display name the platform recorded on chain for ``address`` ("" when none)."""
+        raw = self.fn.issuerName(Web3.to_checksum_address(address)).call(block_identifier=block)
+        return raw if isinstance(raw, str) else bytes(raw).decode("utf-8", errors="replace")
 
     def revoke_issuer(self, address: str) -> TxReceipt:
         return self.client.transact(self.fn.revokeRole(ISSUER_ROLE, Web3.to_checksum_address(address)), gas=GAS_GRANT)

@@ -28,7 +28,7 @@ ENV_PREFIX = "CARDPROOF_"
 
 
 _URL_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@]*):[^@/?#]*@")
-_URL_FIELDS = ("database_url", "rpc_url", "redis_url", "explorer_url", "public_url")
+_URL_FIELDS = ("database_url", "public_database_url", "rpc_url", "redis_url", "explorer_url", "public_url")
 
 
 def mask_url_password(url: str) -> str:
@@ -53,8 +53,10 @@ class Settings(BaseSettings):
 
     #: Folder holding the local state: the SQLite database and the master key file.
     home: Path = Field(default_factory=_default_home)
-    #: SQLAlchemy URL; ``None`` means ``sqlite:///{home}/cardproof.db``.
+    #: SQLAlchemy URL of the supplier's database; ``None`` means ``sqlite:///{home}/cardproof.db``.
     database_url: str | None = None
+    #: SQLAlchemy URL of the public service's database; ``None`` means ``sqlite:///{home}/public.db``.
+    public_database_url: str | None = None
     #: JSON-RPC endpoint of the EVM node.
     rpc_url: str | None = None
     #: Hex private key of the signing account (alternative to ``keystore``).
@@ -79,7 +81,7 @@ class Settings(BaseSettings):
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("database_url", "rpc_url", "redis_url", "explorer_url", mode="before")
+    @field_validator("database_url", "public_database_url", "rpc_url", "redis_url", "explorer_url", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
@@ -107,6 +109,13 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.home / 'cardproof.db'}"
+
+    @property
+    def effective_public_database_url(self) -> str:
+        """The public service's database URL: ``public_database_url`` or ``public.db`` in ``home``."""
+        if self.public_database_url:
+            return self.public_database_url
+        return f"sqlite:///{self.home / 'public.db'}"
 
     @property
     def master_key_path(self) -> Path:

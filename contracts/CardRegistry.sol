@@ -19,11 +19,29 @@ contract CardRegistry is AccessControl, ICardRegistry {
     mapping(bytes32 batchId => mapping(uint256 wordIndex => uint256)) private _redeemedBits;
     mapping(bytes32 batchId => mapping(uint256 wordIndex => uint256)) private _revokedBits;
     mapping(address issuer => mapping(address redeemer => bool)) private _redeemers;
+    mapping(address issuer => string) private _issuerNames;
 
     /// @param admin The platform account that grants and revokes ISSUER_ROLE.
     constructor(address admin) {
         if (admin == address(0)) revert ZeroAddress();
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
+    }
+
+    // ---------------------------------------------------------------- issuers
+
+    /// @inheritdoc ICardRegistry
+    function grantIssuer(address issuer, string calldata name) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (issuer == address(0)) revert ZeroAddress();
+        uint256 length = bytes(name).length;
+        if (length == 0 || length > 64) revert InvalidIssuerName();
+        _issuerNames[issuer] = name;
+        _grantRole(ISSUER_ROLE, issuer);
+        emit IssuerNamed(issuer, name);
+    }
+
+    /// @inheritdoc ICardRegistry
+    function issuerName(address issuer) external view returns (string memory) {
+        return _issuerNames[issuer];
     }
 
     // ---------------------------------------------------------------- anchoring

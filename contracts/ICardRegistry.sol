@@ -6,6 +6,8 @@ pragma solidity ^0.8.24;
 /// `issuer/core/leaf.py` (LEAF_FIELDS) and in docs/leaf.md. Changing them breaks every anchored proof.
 /// The leaf hash is OpenZeppelin StandardMerkleTree's: keccak256(bytes.concat(keccak256(abi.encode(leaf)))).
 struct CardLeaf {
+    /// @dev Leaf format version, 2. A new leaf or commitment format gets a new number.
+    uint16 version;
     /// @dev Batch id; its first 20 bytes are the issuer's address.
     bytes32 batchId;
     /// @dev Position of the card in its batch, 0-based; indexes the bitmaps.
@@ -20,7 +22,10 @@ struct CardLeaf {
     bytes3 currency;
     /// @dev Unix time after which the card is expired; 0 means it never expires.
     uint64 expiry;
-    /// @dev Keyed commitment to the secret code (HMAC-SHA256 under the batch key); never the code.
+    /// @dev How a typed code is canonicalised before it is committed: 0 exact, 1 case- and dash-insensitive.
+    uint8 codeForm;
+    /// @dev sha256("cardproof/code/v2" || 0x00 || opening || canonical code): the card's 128-bit opening
+    /// hides the code from offline guessing, and the holder of code and opening can check it alone.
     bytes32 codeCommitment;
 }
 
@@ -76,6 +81,8 @@ interface ICardRegistryErrors {
     error EmptyIndexList();
     /// @notice The zero address is not allowed here.
     error ZeroAddress();
+    /// @notice An issuer's display name must be 1 to 64 bytes of UTF-8.
+    error InvalidIssuerName();
 }
 
 /// @title Events of the CardRegistry.
@@ -93,6 +100,8 @@ interface ICardRegistryEvents {
     /// @notice `by` redeemed the cards whose bits are set in `mask`, in bitmap word `wordIndex`
     /// (cards wordIndex*256 + bit). One event per touched word.
     event CardsRedeemed(bytes32 indexed batchId, uint256 indexed wordIndex, uint256 mask, address indexed by);
+    /// @notice The platform granted ISSUER_ROLE to `issuer` under the display name `name`.
+    event IssuerNamed(address indexed issuer, string name);
     /// @notice `issuer` appointed (`allowed`) or dismissed a `redeemer` for all of its batches.
     event RedeemerSet(address indexed issuer, address indexed redeemer, bool allowed);
 }
@@ -101,6 +110,14 @@ interface ICardRegistryEvents {
 interface ICardRegistry is ICardRegistryErrors, ICardRegistryEvents {
     /// @notice Role of the accounts allowed to anchor batches (suppliers), granted by the admin.
     function ISSUER_ROLE() external view returns (bytes32);
+
+    /// @notice Grant ISSUER_ROLE to `issuer` and record its display name on chain, so that pages and
+    /// verifiers show a name backed by the platform's signature, not by a server's database. Admin only.
+    /// Calling it again for an issuer renames it.
+    function grantIssuer(address issuer, string calldata name) external;
+
+    /// @notice The display name the platform recorded for `issuer` ("" when none was recorded).
+    function issuerName(address issuer) external view returns (string memory);
 
     /// @notice Anchor a batch. Only an issuer, and only for a batch id whose first 20 bytes are its address.
     /// @param batchId The batch id; anchored at most once.

@@ -1,4 +1,4 @@
-"""Issuer commands: issuer add, mint, anchor, batches, export, revoke, redeem, redeemer, db upgrade.
+"""Issuer commands: issuer add|list|serve|api-key, mint, anchor, batches, export, revoke, redeem, redeemer, db upgrade.
 
 Thin layers: parse options, call the issuer library, present the result (`--json`: one JSON value).
 """
@@ -20,6 +20,9 @@ issuer_app = typer.Typer(help="Manage issuers (suppliers allowed to anchor batch
 redeemer_app = typer.Typer(help="Appoint or dismiss redeemers of the configured issuer's cards.",
                            no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+api_key_app = typer.Typer(help="API keys of the issuer's redeemers (POST /v1/cards/{serial}/redeem on "
+                               "`cardproof issuer serve`).", no_args_is_help=True)
+issuer_app.add_typer(api_key_app, name="api-key")
 
 
 @issuer_app.command("add")
@@ -156,6 +159,23 @@ def export(batch: Annotated[str, typer.Argument(help="Batch id (0x...).")],
         say(f"exported {result.cards} cards of {result.batch_id} to {result.out_dir}")
 
 
+def publish(batch: Annotated[str, typer.Argument(help="Batch id (0x...).")],
+            api: Annotated[list[str] | None, typer.Option("--api", help="Public service base URL; repeat for "
+                                                          "mirrors (default: CARDPROOF_PUBLIC_URL).")] = None,
+            json_out: JsonOpt = False) -> None:
+    """Send the batch's public dump (leaves only, no codes) to public services, which check it against the chain."""
+    from issuer.publishing import publish_batch
+
+    rt = Runtime()
+    results = [publish_batch(rt.sessions, batch, url) for url in (api or [rt.settings.public_url])]
+    if json_out:
+        emit_json(results if len(results) > 1 else results[0])
+        return
+    for r in results:
+        say(f"{r['batch_id']}: {'published' if r['stored'] else 'already published'} at {r['api']} "
+            f"({r['cards']} cards, root {r['root'][:12]}…)")
+
+
 def revoke(serials: Annotated[list[str], typer.Argument(help="Serials of the cards to revoke.")],
            reason: Annotated[str, typer.Option(help="leaked, fraud, recalled, damaged or unspecified.")],
            json_out: JsonOpt = False) -> None:
@@ -187,6 +207,82 @@ def redeem(serial: Annotated[str, typer.Argument(help="The card's serial.")],
         emit_json(result.to_json())
     else:
         say(f"redeemed {result.serial} (tx {result.tx_hash})")
+
+
+@issuer_app.command("serve")
+def issuer_serve(host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+                 port: Annotated[int, typer.Option(help="TCP port.")] = 8100,
+                 workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes (more than one "
+                                                                           "needs CARDPROOF_REDIS_URL).")] = 1,
+                 log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning") -> None:
+    """Run the supplier's redemption service for its redeemers (API keys, EIP-191 signed requests)."""
+    import uvicorn
+
+    from chain.errors import ConfigError
+    from chain.settings import get_settings
+
+    if workers > 1 and not get_settings().redis_url:
+        # Signed requests' nonces and the rate limits must be shared by the workers.
+        raise ConfigError("--workers above 1 needs CARDPROOF_REDIS_URL (shared nonces and rate limits)")
+    say(f"cardproof issuer service on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})")
+    uvicorn.run("issuer.service.app:create_app", factory=True, host=host, port=port, workers=workers,
+                lifespan="on", access_log=False, log_level=log_level, proxy_headers=False)
+
+
+@api_key_app.command("create")
+def api_key_create(issuer: Annotated[str, typer.Option(help="The issuer whose cards the key may redeem.")],
+                   label: Annotated[str, typer.Option(help="A note, e.g. the shop or till.")] = "",
+                   json_out: JsonOpt = False) -> None:
+    """Create a key; it is printed once and stored only hashed."""
+    from issuer.issuers import check_address
+    from issuer.service.auth import create_api_key
+
+    address = check_address(issuer)
+    with Runtime().sessions.begin() as session:
+        key, row = create_api_key(session, address, label)
+        info = {"key": key, "key_id": row.key_id, "issuer": row.issuer_address, "label": row.label}
+    if json_out:
+        emit_json(info)
+    else:
+        say(f"API key for issuer {info['issuer']} (shown once, keep it secret):\n{key}")
+
+
+@api_key_app.command("list")
+def api_key_list(issuer: Annotated[str | None, typer.Option(help="Only this issuer's keys.")] = None,
+                 json_out: JsonOpt = False) -> None:
+    """List keys (ids only; secrets are never stored)."""
+    from issuer.issuers import check_address
+    from issuer.service.auth import list_api_keys
+
+    address = check_address(issuer) if issuer else None
+    with Runtime().sessions() as session:
+        rows = [{"key_id": k.key_id, "issuer": k.issuer_address, "label": k.label,
+                 "created_at": k.created_at.isoformat(), "revoked": k.revoked_at is not None,
+                 "last_used_at": k.last_used_at.isoformat() if k.last_used_at else None}
+                for k in list_api_keys(session, address)]
+    if json_out:
+        emit_json(rows)
+        return
+    for r in rows:
+        say(f"{r['key_id']}  {r['issuer']}  {'revoked' if r['revoked'] else 'active'}  {r['label']}")
+    if not rows:
+        say("no API keys")
+
+
+@api_key_app.command("revoke")
+def api_key_revoke(key_id: Annotated[str, typer.Argument(help="The key id (or the whole key).")],
+                   json_out: JsonOpt = False) -> None:
+    """Revoke a key at once."""
+    from issuer.service.auth import revoke_api_key
+
+    with Runtime().sessions.begin() as session:
+        done = revoke_api_key(session, key_id)
+    if json_out:
+        emit_json({"revoked": done})
+    else:
+        say("revoked" if done else "no such active key")
+    if not done:
+        raise typer.Exit(3)
 
 
 @redeemer_app.command("add")
@@ -235,5 +331,5 @@ def register(app: typer.Typer) -> None:
     app.add_typer(issuer_app, name="issuer")
     app.add_typer(redeemer_app, name="redeemer")
     app.add_typer(db_app, name="db")
-    for fn in (mint, anchor, batches, export, revoke, redeem):
+    for fn in (mint, anchor, batches, publish, export, revoke, redeem):
         app.command(fn.__name__)(fn)

@@ -61,6 +61,15 @@ class CodeFormat:
             raise ValueError(f"codes would be longer than {MAX_IMPORTED_CODE_LENGTH} characters")
 
     @property
+    def code_form(self) -> int:
+        """The leaf ``codeForm`` of these codes: folded (case, spaces and dashes ignored) when the alphabet
+        has no lower-case letter and no dash, so that folding cannot merge two codes; else exact."""
+        from issuer.core.leaf import CODE_FORM_EXACT, CODE_FORM_FOLDED
+
+        a = self.alphabet
+        return CODE_FORM_EXACT if (a != a.upper() or "-" in a) else CODE_FORM_FOLDED
+
+    @property
     def entropy_bits(self) -> float:
         """Bits of entropy of one code: ``length * log2(len(alphabet))``."""
         return self.length * math.log2(len(self.alphabet))

@@ -1,8 +1,10 @@
-"""Export a batch for delivery or print: cards.csv (serial, code, url), one QR PNG per card, tree.json.
+"""Export a batch for delivery or print: cards.csv (serial, index, code, opening, url), one QR PNG per card,
+tree.json.
 
-This is the one place plaintext codes leave the encrypted store, for the buyer. cards.csv is written
-with mode 0600. A QR code holds only the public verification URL ``{public_url}/c/{serial}``.
-An existing export in the target folder is never overwritten unless asked.
+This is the one place plaintext codes leave the encrypted store, for the buyer. Each code travels with its
+opening, which lets its holder check it against the anchored leaf alone (``cardproof verify --code -``, or the
+card page). cards.csv is written with mode 0600. A QR code holds only the public verification URL
+``{public_url}/c/{serial}``. An existing export in the target folder is never overwritten unless asked.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import qrcode
 from qrcode.constants import ERROR_CORRECT_M
 from sqlalchemy.orm import Session, sessionmaker
 
+from issuer.core.commitment import derive_batch_keys, format_opening, openings
 from issuer.core.dump import make_dump
 from issuer.core.merkle import MerkleTree
 from issuer.core.serial import canonical_serial
@@ -72,6 +75,22 @@ def _open_private(path: Path) -> Any:
     return os.fdopen(fd, "w", encoding="utf-8", newline="")
 
 
+def dump_bytes(dump: dict[str, Any]) -> bytes:
+    return json.dumps(dump, separators=(",", ":")).encode("utf-8")
+
+
+def batch_dump(sessions: sessionmaker[Session], batch_id: str) -> dict[str, Any]:
+    """The batch's public OpenZeppelin ``standard-v1`` dump: leaves and tree, no code, no opening."""
+    with sessions() as session:
+        batch = repo.get_batch(session, batch_id)
+        leaves, tree_indices = [], []
+        for card in repo.iter_cards(session, batch.id):
+            leaves.append(leaf_of(card, batch))
+            tree_indices.append(card.tree_pos)
+        tree = MerkleTree.from_nodes(repo.load_tree(session, batch.id), tree_indices)
+        return make_dump(leaves, tree)
+
+
 def export_batch(sessions: sessionmaker[Session], master_key: MasterKey, batch_id: str, out_dir: Path,
                  public_url: str, *, qr: bool = True, force: bool = False,
                  progress: ProgressFn | None = None) -> ExportResult:
@@ -90,6 +109,7 @@ def export_batch(sessions: sessionmaker[Session], master_key: MasterKey, batch_i
             raise ExportError(f"cannot create {out_dir}: {exc.strerror}") from None
         secret = master_key.unwrap_batch_secret(batch.batch_id_bytes, bytes(batch.secret_ct))
         cipher = CodeCipher.for_batch_secret(secret)
+        open_key = derive_batch_keys(secret)[0]
         n = batch.card_count
         leaves = []
         tree_indices = []
@@ -97,12 +117,13 @@ def export_batch(sessions: sessionmaker[Session], master_key: MasterKey, batch_i
         try:
             with _open_private(tmp_csv) as f:
                 writer = csv.writer(f)
-                writer.writerow(["serial", "code", "url"])
+                writer.writerow(["serial", "index", "code", "opening", "url"])
                 for done, card in enumerate(repo.iter_cards(session, batch.id)):
                     serial = canonical_serial(card.serial)
                     code = cipher.decrypt(batch.batch_id_bytes, card.index, bytes(card.code_ct))
+                    opening = format_opening(openings(open_key, card.index, card.index + 1)[0])
                     url = card_url(public_url, serial)
-                    writer.writerow([serial, code, url])
+                    writer.writerow([serial, card.index, code, opening, url])
                     if qr:
                         qr_png(url, qr_dir / f"{serial}.png")
                     leaves.append(leaf_of(card, batch))
@@ -115,7 +136,7 @@ def export_batch(sessions: sessionmaker[Session], master_key: MasterKey, batch_i
             raise ExportError(f"cannot write the export to {out_dir}: {exc.strerror}") from None
         tree = MerkleTree.from_nodes(repo.load_tree(session, batch.id), tree_indices)
         try:
-            tree_json.write_text(json.dumps(make_dump(leaves, tree), separators=(",", ":")), encoding="utf-8")
+            tree_json.write_bytes(dump_bytes(make_dump(leaves, tree)))
         except OSError as exc:
             raise ExportError(f"cannot write {tree_json}: {exc.strerror}") from None
         report("export", n, n)

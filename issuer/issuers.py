@@ -28,14 +28,15 @@ def check_address(address: str) -> str:
 
 
 def add_issuer(sessions: sessionmaker[Session], registry: Registry, address: str, name: str) -> dict[str, Any]:
-    """Grant ISSUER_ROLE on chain (if not held) and store the display name."""
+    """Grant ISSUER_ROLE on chain with the display name recorded there (``grantIssuer``), unless the role is
+    held under that name already, and store the name locally too."""
     address = check_address(address)
     name = " ".join(name.split())
-    if not name or len(name) > 200:
-        raise IssuerError("the issuer name must be 1-200 characters")
+    if not name or len(name.encode("utf-8")) > 64:
+        raise IssuerError("the issuer name must be 1-64 bytes of text (it is recorded on chain)")
     granted = False
-    if not registry.is_issuer(address):
-        registry.grant_issuer(address)
+    if not registry.is_issuer(address) or registry.issuer_name(address) != name:
+        registry.grant_issuer(address, name)
         granted = True
     with sessions.begin() as session:
         repo.upsert_issuer(session, address, name)

@@ -14,9 +14,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from issuer.core import commitment
-from issuer.core.commitment import derive_batch_keys
+from issuer.core.commitment import derive_batch_keys, derive_opening
 from issuer.core.errors import InvalidProof
-from issuer.core.leaf import CardLeaf, currency_to_bytes3, sku_to_bytes32
+from issuer.core.leaf import LEAF_VERSION, CardLeaf, currency_to_bytes3, sku_to_bytes32
 from issuer.core.merkle import process_proof, proof_positions
 from issuer.core.serial import format_serial, parse_serial
 from issuer.errors import StorageError
@@ -88,8 +88,8 @@ def batch_record(session: Session, batch_id: str | bytes) -> BatchRecord:
 
 def leaf_of(card: Card, batch: Batch) -> CardLeaf:
     return CardLeaf(
-        batch.batch_id_bytes, card.index, parse_serial(card.serial), sku_to_bytes32(batch.sku),
-        int(batch.face_value), currency_to_bytes3(batch.currency), int(batch.expiry or 0),
+        LEAF_VERSION, batch.batch_id_bytes, card.index, parse_serial(card.serial), sku_to_bytes32(batch.sku),
+        int(batch.face_value), currency_to_bytes3(batch.currency), int(batch.expiry or 0), int(batch.code_form),
         bytes(card.code_commitment),
     )
 
@@ -129,14 +129,21 @@ def record_of(session: Session, card: Card) -> CardRecord:
     )
 
 
-def commit_key_of(master_key: MasterKey, batch: Batch) -> bytes:
+def open_key_of(master_key: MasterKey, batch: Batch) -> bytes:
+    """The batch's opening key (HKDF of its batch secret, unwrapped with the master key)."""
     secret = master_key.unwrap_batch_secret(batch.batch_id_bytes, bytes(batch.secret_ct))
     return derive_batch_keys(secret)[0]
 
 
+def opening_of(master_key: MasterKey, card: Card) -> bytes:
+    """The opening of this (loaded) card: what its holder gets with the code to open the commitment."""
+    return derive_opening(open_key_of(master_key, card.batch), card.index)
+
+
 def code_matches(master_key: MasterKey, card: Card, code: str) -> bool:
     """Whether `code` is the secret code of this (loaded) card (constant-time comparison)."""
-    return commitment.check_code(commit_key_of(master_key, card.batch), code, bytes(card.code_commitment))
+    return commitment.opens(code, opening_of(master_key, card), int(card.batch.code_form),
+                            bytes(card.code_commitment))
 
 
 def check_code(session: Session, master_key: MasterKey, serial_text: str, code: str) -> bool:

@@ -29,10 +29,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from issuer.codes import DEFAULT_FORMAT, CodeFormat, generate_codes
 from issuer.core._fork import run_forked
-from issuer.core.commitment import CODE_DOMAIN, derive_batch_keys
+from issuer.core.commitment import CODE_DOMAIN, canonical_code, derive_batch_keys, openings
 from issuer.core.errors import CoreError
 from issuer.core.keccak import keccak256
-from issuer.core.leaf import LEAF_ENCODING, CardLeaf, currency_to_bytes3, leaf_hashes, sku_to_bytes32
+from issuer.core.leaf import (
+    CODE_FORM_EXACT,
+    LEAF_ENCODING,
+    LEAF_VERSION,
+    CardLeaf,
+    currency_to_bytes3,
+    leaf_hashes,
+    sku_to_bytes32,
+)
 from issuer.core.merkle import build_tree
 from issuer.core.serial import ALPHABET, CHECK_ALPHABET, SERIAL_BITS, SERIAL_SYMBOLS
 from issuer.csv_import import read_codes_csv
@@ -43,7 +51,7 @@ from issuer.storage import repository as repo
 
 #: The registry stores cardCount as uint32; batches this large are also impractical to export.
 MAX_BATCH_CARDS = 10_000_000
-MANIFEST_FORMAT = "cardproof-batch/v1"
+MANIFEST_FORMAT = "cardproof-batch/v2"
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -61,6 +69,8 @@ class MintRequest:
     codes_csv: Path | None = None
     expires: str | None = None
     code_format: CodeFormat = DEFAULT_FORMAT
+    #: Imported codes only: the leaf's ``codeForm`` (exact unless the import says otherwise).
+    imported_code_form: int = CODE_FORM_EXACT
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,7 @@ class MintResult:
     face_value: int
     currency: str
     expiry: int
+    code_form: int = CODE_FORM_EXACT
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -170,7 +181,7 @@ def new_serial_values(n: int) -> list[int]:
 
 
 def manifest(batch_id: bytes, issuer: str, sku: str, face_value: int, currency: str, expiry: int,
-             card_count: int, root: bytes) -> dict[str, Any]:
+             card_count: int, root: bytes, code_form: int = CODE_FORM_EXACT) -> dict[str, Any]:
     """The public description of a batch whose keccak256 is emitted when the batch is anchored."""
     return {
         "format": MANIFEST_FORMAT,
@@ -180,6 +191,7 @@ def manifest(batch_id: bytes, issuer: str, sku: str, face_value: int, currency: 
         "face_value": str(face_value),
         "currency": currency,
         "expiry": str(expiry),
+        "code_form": code_form,
         "card_count": card_count,
         "root": "0x" + root.hex(),
         "leaf_encoding": LEAF_ENCODING,
@@ -230,18 +242,6 @@ def _check_duplicates(session: Session, fingerprints: list[bytes], lines: list[i
         raise DuplicateCode(lines[first] if lines else None, other_batch=True)
 
 
-def _commitment_mac(commit_key: bytes) -> tuple[Any, Any]:
-    """Keyed SHA-256 states for HMAC-SHA256(commit_key, CODE_DOMAIN + ...) (RFC 2104, pads precomputed;
-    the domain prefix is absorbed once). Same bytes as ``issuer.core.commitment.code_commitment``
-    (tests check it), about twice as fast as ``hmac.HMAC.copy()`` per code."""
-    key = hashlib.sha256(commit_key).digest() if len(commit_key) > 64 else commit_key
-    key = key.ljust(64, b"\x00")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-    inner.update(CODE_DOMAIN)
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-    return inner, outer
-
-
 @dataclass
 class _Part:
     """What is computed per card for cards lo .. hi-1 of a batch."""
@@ -259,7 +259,8 @@ class _Job:
     face_value: int
     cur3: bytes
     expiry: int
-    commit_key: bytes
+    code_form: int
+    open_key: bytes
     enc_key: bytes
     fp_key: bytes
 
@@ -267,23 +268,20 @@ class _Job:
 def _compute_part(job: _Job, codes: list[str], serial_values: list[int], lo: int, hi: int) -> _Part:
     """Commitments, fingerprints, leaf hashes and ciphertexts of cards lo .. hi-1 (codes are stripped)."""
     part_codes = codes[lo:hi]
-    inner, outer = _commitment_mac(job.commit_key)
-    icopy, ocopy = inner.copy, outer.copy
-    commitments: list[bytes] = []
-    append = commitments.append
-    for code in part_codes:
-        i = icopy()
-        i.update(code.encode("utf-8"))
-        o = ocopy()
-        o.update(i.digest())
-        append(o.digest())
+    form = job.code_form
+    canon = [canonical_code(code, form) for code in part_codes]
+    sha = hashlib.sha256
+    commitments = [sha(CODE_DOMAIN + op + c).digest() for op, c in zip(openings(job.open_key, lo, hi), canon)]
+    # Fingerprints are of the code as stored (stripped), whatever the batch's code form: a generated code
+    # (committed folded) imported again as it was printed (committed exactly) must still clash.
     fingerprints = code_fingerprints(job.fp_key, part_codes)
+    del canon
     hashes: list[bytes] = []
     b, sku, fv, cur, exp = job.batch_id, job.sku32, job.face_value, job.cur3, job.expiry
     for c0 in range(lo, hi, _LEAF_CHUNK):
         c1 = min(c0 + _LEAF_CHUNK, hi)
-        hashes += leaf_hashes([CardLeaf(b, i, serial_values[i], sku, fv, cur, exp, commitments[i - lo])
-                               for i in range(c0, c1)])
+        hashes += leaf_hashes([CardLeaf(LEAF_VERSION, b, i, serial_values[i], sku, fv, cur, exp, form,
+                                        commitments[i - lo]) for i in range(c0, c1)])
     ciphertexts = CodeCipher(job.enc_key).encrypt_many(job.batch_id, part_codes, start_index=lo)
     return _Part(commitments, fingerprints, hashes, ciphertexts)
 
@@ -368,12 +366,13 @@ def mint_batch(
 
     batch_id = bytes.fromhex(issuer[2:]) + secrets.token_bytes(12)
     batch_secret = secrets.token_bytes(32)
-    commit_key, enc_key = derive_batch_keys(batch_secret)
+    open_key, enc_key = derive_batch_keys(batch_secret)
+    code_form = request.code_format.code_form if lines is None else request.imported_code_form
 
     t = time.perf_counter()
     serial_raw, serial_values = _new_serials(n)
-    job = _Job(batch_id, sku_to_bytes32(sku), face_value, currency_to_bytes3(currency), expiry, commit_key,
-               enc_key, master_key.fingerprint_key())
+    job = _Job(batch_id, sku_to_bytes32(sku), face_value, currency_to_bytes3(currency), expiry, code_form,
+               open_key, enc_key, master_key.fingerprint_key())
     cards = _compute_cards(job, codes, serial_values, workers)
     del codes
     timings["cards_s"] = time.perf_counter() - t
@@ -388,7 +387,7 @@ def mint_batch(
 
     serials = canonical_serials(serial_values, serial_raw)
     del serial_values, serial_raw
-    m = manifest(batch_id, issuer, sku, face_value, currency, expiry, n, tree.root)
+    m = manifest(batch_id, issuer, sku, face_value, currency, expiry, n, tree.root, code_form)
     mhash = manifest_hash(m)
     t = time.perf_counter()
     try:
@@ -405,6 +404,7 @@ def mint_batch(
                 root="0x" + tree.root.hex(),
                 manifest_hash="0x" + mhash.hex(),
                 secret_ct=master_key.wrap_batch_secret(batch_id, batch_secret),
+                code_form=code_form,
             )
             step = max(n // 100, 10_000)
             cols = (serials, cards.ciphertexts, cards.commitments, cards.fingerprints, tree_pos)
@@ -438,5 +438,6 @@ def mint_batch(
         face_value=face_value,
         currency=currency,
         expiry=expiry,
+        code_form=code_form,
         timings={k: round(v, 3) for k, v in timings.items()},
     )

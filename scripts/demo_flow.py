@@ -1,14 +1,23 @@
-"""The demo behind scripts/demo: cardproof's main job end to end, on embedded defaults.
+"""The demo behind scripts/demo: cardproof's two sides end to end, on embedded defaults.
+
+The supplier's side (`issuer/`, its database `cardproof.db`: master key, batch secrets, encrypted codes) and the
+public side (`verify_api/`, its own database `public.db`: leaves and trees, no secret) meet only on the chain
+and in the published batch dump (docs/two-sides.md).
 
 1. start the local chain (anvil; `--once`: the in-process chain)
 2. deploy the registry, a test stablecoin and the escrow
-3. add a demo issuer
-4. mint a batch
-5. anchor it
-6. export its codes and QR codes
-7. a buyer orders cards in stablecoin, the supplier delivers, the buyer confirms, the supplier withdraws
-8. serve the API on 127.0.0.1:8000 and print card URLs (`--once`: check the results instead and exit 0,
-   including decoding an exported QR image with zxing-cpp and following its URL)
+3. add a demo issuer (its name recorded on chain)
+4. the supplier mints a batch
+5. the supplier anchors it
+6. the public service starts (`cardproof serve`; `--once`: the same app on a loopback thread) and the supplier
+   publishes the batch's dump to it (`cardproof publish`), which checks it against the chain
+7. the supplier exports its codes, openings and QR codes
+8. a buyer orders cards in stablecoin, the supplier delivers, the buyer confirms, the supplier withdraws
+9. serve: the public API on 127.0.0.1:PORT and the supplier's redemption service (`cardproof issuer serve`)
+   on 127.0.0.1:PORT+100, and print card URLs (`--once`: check every step instead and exit 0: an exported QR
+   image decodes to the public URL, the public side answers authentic, the holder's code and opening open the
+   served leaf, the supplier's redemption service redeems a card typed in lower case without dashes, the
+   public side then says redeemed)
 """
 
 from __future__ import annotations
@@ -46,13 +55,72 @@ def check(condition: bool, what: str) -> None:
     print(f"   ok: {what}")
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ThreadServer:
+    """A uvicorn server for ``app`` on a loopback thread (the --once demo's public service)."""
+
+    def __init__(self, app, port: int) -> None:  # noqa: ANN001
+        import threading
+
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                                    lifespan="on", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, name="demo-public-service", daemon=True)
+
+    def start(self) -> None:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise DemoFailure("the public service did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def start_process(argv: list[str], env: dict[str, str], health_url: str, what: str):  # noqa: ANN201
+    """Start a `cardproof ...` server process and wait until ``health_url`` answers."""
+    import subprocess
+    import time
+
+    import httpx
+
+    proc = subprocess.Popen(argv, env=env)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(health_url, timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.terminate()
+            raise DemoFailure(f"{what} did not start ({' '.join(argv[1:])})")
+        time.sleep(0.2)
+
+
 def run(once: bool, port: int) -> int:
     if once:
         home = Path(tempfile.mkdtemp(prefix="cardproof-demo-"))
         os.environ["CARDPROOF_HOME"] = str(home)
         os.environ["CARDPROOF_RPC_URL"] = "eth-tester"
-        os.environ.pop("CARDPROOF_DATABASE_URL", None)
+        for name in ("CARDPROOF_DATABASE_URL", "CARDPROOF_PUBLIC_DATABASE_URL", "CARDPROOF_PRIVATE_KEY"):
+            os.environ.pop(name, None)
         os.environ["CARDPROOF_MASTER_KEY"] = secrets.token_hex(32)
+        port = free_port()
+        os.environ["CARDPROOF_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
     else:
         os.environ.setdefault("CARDPROOF_HOME", str(REPO / ".cardproof"))
     os.environ.setdefault("CARDPROOF_PUBLIC_URL", f"http://127.0.0.1:{port}")
@@ -68,6 +136,7 @@ def run(once: bool, port: int) -> int:
     from issuer.export import export_batch
     from issuer.issuers import add_issuer
     from issuer.minting import MintRequest, mint_batch
+    from issuer.publishing import publish_batch
     from issuer.runtime import Runtime
 
     settings = get_settings()
@@ -100,9 +169,47 @@ def run(once: bool, port: int) -> int:
     anchored = anchor_batch(rt.sessions, registry, minted.batch_id)
     step(5, f"anchored root {anchored.root} in block {anchored.anchor_block} (tx {anchored.anchor_tx})")
 
-    out = settings.home / "demo" / f"export-{minted.batch_id[2:14]}"
-    exported = export_batch(rt.sessions, rt.master_key, minted.batch_id, out, settings.public_url, force=True)
-    step(6, f"exported {exported.cards} cards: {exported.cards_csv}, QR codes in {exported.qr_dir}")
+    api = f"http://127.0.0.1:{port}"
+    servers: list = []
+    try:
+        if once:
+            from verify_api.app import create_app
+
+            public = ThreadServer(create_app(settings), port)
+            public.start()
+            servers.append(public)
+            where = f"in-process public service at {api}"
+        else:
+            env = {k: v for k, v in os.environ.items() if k not in ("CARDPROOF_PRIVATE_KEY",)}
+            servers.append(start_process([str(REPO / ".venv" / "bin" / "cardproof"), "serve", "--port", str(port)],
+                                         env, f"{api}/healthz", "the public service"))
+            where = f"public service (cardproof serve) at {api}"
+        published = publish_batch(rt.sessions, minted.batch_id, api)
+        step(6, f"published the batch's dump to the {where}: {published['cards']} cards, root checked on chain "
+                f"({'stored' if published['stored'] else 'already there'}; database {settings.effective_public_database_url})")
+
+        out = settings.home / "demo" / f"export-{minted.batch_id[2:14]}"
+        exported = export_batch(rt.sessions, rt.master_key, minted.batch_id, out, settings.public_url, force=True)
+        step(7, f"exported {exported.cards} cards: {exported.cards_csv} (serial, index, code, opening, url), "
+                f"QR codes in {exported.qr_dir}")
+        return _settle_and_finish(once, port, settings, rt, admin, platform, issuer, buyer, minted, exported,
+                                  servers)
+    finally:
+        for server in servers:
+            if isinstance(server, ThreadServer):
+                server.stop()
+            else:
+                server.terminate()
+                try:
+                    server.wait(timeout=10)
+                except Exception:  # noqa: BLE001
+                    server.kill()
+
+
+def _settle_and_finish(once, port, settings, rt, admin, platform, issuer, buyer, minted, exported,  # noqa: ANN001
+                       servers) -> int:
+    from chain.escrow import Escrow, faucet
+    from chain.registry import Registry
 
     coin = platform.stablecoin.address
     escrow_admin = Escrow(admin, platform.escrow.address)
@@ -118,66 +225,164 @@ def run(once: bool, port: int) -> int:
     escrow_issuer.deliver(order_id, bytes.fromhex(minted.batch_id[2:]), [(0, ORDER_CARDS)])
     settlement = escrow_buyer.confirm(order_id)
     paid = escrow_issuer.withdraw(coin)
-    step(7, f"order #{order_id}: {ORDER_CARDS} cards at 9.50 tUSD paid in escrow, delivered, confirmed; "
+    step(8, f"order #{order_id}: {ORDER_CARDS} cards at 9.50 tUSD paid in escrow, delivered, confirmed; "
             f"supplier withdrew {paid / 10**6:.2f} tUSD (fee {settlement.fee / 10**6:.2f})")
 
-    serials = [line.split(",")[0] for line in Path(exported.cards_csv).read_text().splitlines()[1:]]
+    rows = read_cards_csv(exported.cards_csv)
+    registry = Registry(issuer, platform.registry.address)
     if once:
-        return self_check(settings, exported, serials, issuer.address, settlement, paid, order_id, escrow_admin)
-    from verify_api.cli import serve
+        return self_check(settings, rt, registry, exported, rows, issuer.address, settlement, paid, order_id,
+                          escrow_admin)
+    import signal
 
-    step(8, f"serving the API on http://127.0.0.1:{port} — open a card page:")
-    for serial in serials[:3]:
-        print(f"   {settings.public_url}/c/{serial}")
-    print(f"   {settings.public_url}/v1/cards/{serials[0]}   (JSON with the proof)")
+    from issuer.service.auth import create_api_key
+
+    redeem_port = port + 100
+    env = dict(os.environ, CARDPROOF_PRIVATE_KEY="0x" + bytes(issuer.account.key).hex())
+    servers.append(start_process([str(REPO / ".venv" / "bin" / "cardproof"), "issuer", "serve", "--port",
+                                  str(redeem_port)], env, f"http://127.0.0.1:{redeem_port}/healthz",
+                                 "the redemption service"))
+    with rt.sessions.begin() as session:
+        key, _ = create_api_key(session, issuer.address, "demo till")
+    step(9, f"serving the public API on http://127.0.0.1:{port} (cardproof serve) and the supplier's redemption "
+            f"service on http://127.0.0.1:{redeem_port} (cardproof issuer serve) — open a card page:")
+    for row in rows[:3]:
+        print(f"   {row['url']}")
+    print(f"   {settings.public_url}/v1/cards/{rows[0]['serial']}   (JSON with the proof)")
     print(f"   {settings.public_url}/v1/orders/{order_id}    (the order timeline)")
-    print("   check independently: .venv/bin/cardproof verify " + f"{settings.public_url}/c/{serials[0]}")
-    print("   Ctrl-C stops the server; `.venv/bin/cardproof chain down` stops the chain.", flush=True)
-    serve(host="127.0.0.1", port=port, workers=1)
+    print(f"   check a card with its code and opening: .venv/bin/cardproof verify {rows[0]['url']}")
+    print(f"   redeem: curl -X POST -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' "
+          f"-d '{{\"code\": \"{rows[-1]['code']}\"}}' http://127.0.0.1:{redeem_port}/v1/cards/{rows[-1]['serial']}/redeem")
+    print("   Ctrl-C stops both services; `.venv/bin/cardproof chain down` stops the chain.", flush=True)
+    try:
+        while all(p.poll() is None for p in servers):
+            signal.pause() if hasattr(signal, "pause") else __import__("time").sleep(3600)
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
-def self_check(settings, exported, serials, issuer_address, settlement, paid, order_id, escrow) -> int:  # noqa: ANN001
+def read_cards_csv(path) -> list[dict[str, str]]:  # noqa: ANN001
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def self_check(settings, rt, registry, exported, rows, issuer_address, settlement, paid, order_id,  # noqa: ANN001
+               escrow) -> int:
     import warnings
 
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient")
+    import httpx
+    import sqlalchemy as sa
     import zxingcpp
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     from fastapi.testclient import TestClient
     from PIL import Image
 
-    from verify_api.app import create_app
+    from issuer.core.commitment import opens, parse_opening
+    from issuer.core.leaf import CardLeaf
+    from issuer.service.app import ServiceDeps, create_app
+    from issuer.service.auth import create_api_key
 
-    step(8, "checking the results")
-    first = serials[0]
-    png = Path(exported.qr_dir) / f"{first}.png"
+    step(9, "checking the results")
+    first = rows[0]
+    serial, code, opening = first["serial"], first["code"], first["opening"]
+    check(list(first) == ["serial", "index", "code", "opening", "url"], "cards.csv holds serial, index, code, opening, url")
+    png = Path(exported.qr_dir) / f"{serial}.png"
     decoded = zxingcpp.read_barcodes(Image.open(png))
     check(len(decoded) == 1, "the exported QR image decodes")
     url = decoded[0].text
-    check(url == f"{settings.public_url}/c/{first}", f"the QR holds the card URL and nothing else ({url})")
-    code = Path(exported.cards_csv).read_text().splitlines()[1].split(",")[1]
-    check(code not in url, "the QR does not contain the secret code")
-    path = url[len(settings.public_url):]
-    with TestClient(create_app(settings)) as http:
-        page = http.get(path, headers={"Accept-Language": "en"})
-        check(page.status_code == 200 and "text/html" in page.headers["content-type"], f"GET {path} serves the card page")
-        answer = http.get(f"/v1/cards/{first}").json()
-        check(answer["verdict"] == "authentic", f"the API says the card is authentic ({answer['verdict']})")
-        check(answer["issuer"]["address"] == issuer_address, "the API names the issuer")
-        check(code not in page.text and code not in str(answer), "no secret code in the page or API answer")
-        wrong = http.post(f"/v1/cards/{first}/check", json={"code": "WRONG-CODE"}).json()
-        right = http.post(f"/v1/cards/{first}/check", json={"code": code}).json()
-        check(wrong.get("match") is False and right.get("match") is True, "the code check tells right from wrong")
-        unknown = http.get("/v1/cards/0000-0000-0000-0000-0").json()
-        check(unknown["verdict"] == "unknown", "an unknown serial is reported unknown")
-        zh = http.get(path, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
-        check(zh.status_code == 200 and 'lang="zh-CN"' in zh.text, "the page speaks Chinese when asked")
+    check(url == f"{settings.public_url}/c/{serial}", f"the QR holds the public card URL and nothing else ({url})")
+    check(code not in url and opening not in url, "the QR holds neither the code nor the opening")
+
+    # The public side: its own database, the published batch, no secret.
+    page = httpx.get(url, headers={"Accept-Language": "en"}, timeout=30)
+    check(page.status_code == 200 and "text/html" in page.headers["content-type"], f"GET {url} serves the card page")
+    answer = httpx.get(f"{settings.public_url}/v1/cards/{serial}", timeout=30).json()
+    check(answer["verdict"] == "authentic", f"the public service says the card is authentic ({answer['verdict']})")
+    check(answer["issuer"]["address"] == issuer_address, "the public service names the issuer")
+    check(all(r["code"] not in page.text + str(answer) and r["opening"] not in page.text + str(answer) for r in rows),
+          "no code and no opening in the page or the API answer")
+    unknown = httpx.get(f"{settings.public_url}/v1/cards/0000-0000-0000-0000-0", timeout=30).json()
+    check(unknown["verdict"] == "unknown", "an unknown serial is reported unknown")
+    zh = httpx.get(url, headers={"Accept-Language": "zh-CN,zh;q=0.9"}, timeout=30)
+    check(zh.status_code == 200 and 'lang="zh-CN"' in zh.text, "the page speaks Chinese when asked")
+
+    public_db = Path(settings.home) / "public.db"
+    supplier_db = Path(settings.home) / "cardproof.db"
+    check(public_db.is_file() and supplier_db.is_file(), f"two databases: {supplier_db.name} and {public_db.name}")
+    for db, has, lacks in ((supplier_db, "cards", "pub_batches"), (public_db, "pub_batches", "cards")):
+        eng = sa.create_engine(f"sqlite:///{db}")
+        try:
+            names = set(sa.inspect(eng).get_table_names())
+            if db == public_db:
+                with eng.connect() as conn:
+                    n = conn.execute(sa.text("SELECT count(*) FROM pub_cards")).scalar()
+                check(n == len(rows), f"the public database holds the {n} published cards")
+        finally:
+            eng.dispose()
+        check(has in names and lacks not in names, f"{db.name} holds {has}, not {lacks}")
+    raw = public_db.read_bytes() + b"".join(p.read_bytes() for p in public_db.parent.glob("public.db-*"))
+    check(not any(r["code"].encode() in raw or r["code"].replace("-", "").encode() in raw
+                  or parse_opening(r["opening"]) in raw for r in rows),
+          "the public database holds no code and no opening")
+
+    # The holder: code + opening open the leaf the public side served, with no key of anybody's.
+    leaf = CardLeaf.from_json(answer["proof"]["value"])
+    check(format_serial_of(leaf) == serial and str(leaf.index) == first["index"], "the served leaf is this card's")
+    check(opens(code, parse_opening(opening), leaf.code_form, leaf.code_commitment),
+          "the holder's code and opening open the served leaf's commitment")
+    check(not opens(rows[1]["code"], parse_opening(opening), leaf.code_form, leaf.code_commitment)
+          and not opens(code, parse_opening(rows[1]["opening"]), leaf.code_form, leaf.code_commitment),
+          "another card's code or opening does not")
+
+    # The supplier's side: redemption by a redeemer's API key on `cardproof issuer serve`'s app.
+    target = rows[1]
+    with rt.sessions.begin() as session:
+        key, _ = create_api_key(session, issuer_address, "demo till")
+    deps = ServiceDeps(settings=settings, sessions=rt.sessions, master_key=rt.master_key, registry=registry)
+    auth = {"Authorization": f"Bearer {key}"}
+    with TestClient(create_app(settings, deps=deps)) as supplier:
+        path = f"/v1/cards/{target['serial']}/redeem"
+        wrong = supplier.post(path, json={"code": rows[2]["code"]}, headers=auth)
+        check(wrong.status_code == 403, f"a wrong code is refused ({wrong.status_code})")
+        typed = target["code"].lower().replace("-", "")
+        done = supplier.post(path, json={"code": typed}, headers=auth)
+        check(done.status_code == 200 and done.json()["serial"] == target["serial"],
+              f"the supplier's service redeems the code typed as {typed!r} (folded form)")
+        again = supplier.post(path, json={"code": target["code"]}, headers=auth)
+        check(again.status_code == 409, f"a second redemption is refused ({again.status_code})")
+        anon = supplier.post(f"/v1/cards/{rows[2]['serial']}/redeem", json={"code": rows[2]["code"]})
+        check(anon.status_code == 401, f"redemption needs a key or a signature ({anon.status_code})")
+    check(registry.is_redeemed(bytes.fromhex(exported.batch_id[2:]), int(target["index"])), "the chain says redeemed")
+    # The public side mirrors chain facts: it sees the redemption within its chain poll interval (2 s).
+    import time
+
+    deadline = time.monotonic() + 20
+    while True:
+        after = httpx.get(f"{settings.public_url}/v1/cards/{target['serial']}", timeout=30).json()
+        if after["verdict"] == "redeemed" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    check(after["verdict"] == "redeemed", f"the public service, reading the chain, now says redeemed "
+                                          f"({after['verdict']})")
+
     order = escrow.order(order_id)
     check(order.status.name in ("CONFIRMED", "RELEASED"), f"the order is settled ({order.status.name})")
     check(paid == settlement.supplier_amount and paid > 0, "the supplier withdrew what settlement credited")
     check(settlement.fee == ORDER_CARDS * UNIT_PRICE * DEMO_FEE_BPS // 10_000, "the platform fee is 0.5 %")
     print("demo: all checks passed")
     return 0
+
+
+def format_serial_of(leaf) -> str:  # noqa: ANN001
+    from issuer.core.serial import format_serial
+
+    return format_serial(leaf.serial)
 
 
 def main() -> int:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cardproof import console
 from chain.client import reset_shared_in_process_web3
-from verify_api import console
 
 ENV_CLEARED = ("CARDPROOF_DATABASE_URL", "CARDPROOF_PRIVATE_KEY", "CARDPROOF_MASTER_KEY", "CARDPROOF_KEYSTORE",
                "CARDPROOF_KEYSTORE_PASSWORD", "CARDPROOF_CHAIN_ID", "CARDPROOF_CONFIRMATIONS",

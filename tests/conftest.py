@@ -4,6 +4,7 @@
 * ``db_backend``       – "sqlite" or "postgres" (PostgreSQL skipped when unreachable, see tests/dbutil.py).
 * ``pg_database_url``  – a PostgreSQL database for this test session (folders take schemas in it).
 * ``sqlite_template``  – an empty SQLite database migrated to head, to copy.
+* ``public_sqlite_template`` – the same for the public service's database (``verify_api/migrations``).
 """
 
 from __future__ import annotations
@@ -64,3 +65,8 @@ def pg_database_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dbutil.migrated_sqlite_template(tmp_path_factory.mktemp("db-template"))
+
+
+@pytest.fixture(scope="session")
+def public_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return dbutil.migrated_sqlite_template(tmp_path_factory.mktemp("public-db-template"), public=True)

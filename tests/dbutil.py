@@ -14,7 +14,7 @@ schema of its own in it (:func:`create_schema` returns a URL whose connections
 use that schema through ``search_path``).
 
 ``tests/conftest.py`` holds the fixtures built on these that every folder shares (``db_backend``,
-``pg_database_url``, ``sqlite_template``); ``tests/storage/conftest.py`` shows per-folder ones.
+``pg_database_url``, ``sqlite_template``, ``public_sqlite_template``); ``tests/storage/conftest.py`` shows per-folder ones.
 """
 
 from __future__ import annotations
@@ -177,37 +177,54 @@ def sqlite_url(path: os.PathLike[str] | str) -> str:
 # --------------------------------------------------------------------------- migrated databases
 
 
-def migrated_sqlite_template(directory: os.PathLike[str] | str) -> "os.PathLike[str]":
-    """An empty SQLite database migrated to head, for tests to copy (migrating costs ~50 ms, a copy less)."""
+def migrated_sqlite_template(directory: os.PathLike[str] | str, *, public: bool = False) -> "os.PathLike[str]":
+    """An empty SQLite database migrated to head, for tests to copy (migrating costs ~50 ms, a copy less):
+    the supplier's (``issuer/migrations``), or with ``public=True`` the public service's
+    (``verify_api/migrations``)."""
     from pathlib import Path
 
-    from issuer.storage.db import make_engine, upgrade
+    from issuer.storage.db import make_engine
 
-    path = Path(directory) / "template.db"
+    path = Path(directory) / ("public-template.db" if public else "template.db")
     eng = make_engine(sqlite_url(path))
-    upgrade(eng)
+    _upgrade(eng, public)
     with eng.connect() as conn:
         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     eng.dispose()
     return path
 
 
-def sqlite_engine_from(template: os.PathLike[str] | str, path: os.PathLike[str] | str, **engine_kw):
+def _upgrade(engine, public: bool) -> None:
+    if public:
+        from verify_api.storage.db import upgrade_public
+
+        upgrade_public(engine)
+    else:
+        from issuer.storage.db import upgrade
+
+        upgrade(engine)
+
+
+def sqlite_engine_from(template: os.PathLike[str] | str, path: os.PathLike[str] | str, *, public: bool = False,
+                       **engine_kw):
     """An engine on a copy of `template` at `path` (the upgrade is a one-query no-op at head)."""
     import shutil
 
-    from issuer.storage.db import make_engine, upgrade
+    from issuer.storage.db import make_engine
 
     shutil.copyfile(template, path)
     eng = make_engine(sqlite_url(path), **engine_kw)
-    upgrade(eng)
+    _upgrade(eng, public)
     return eng
 
 
-def delete_all_rows(engine) -> None:
-    """DELETE every row of every migrated table, children first: much faster than TRUNCATE for the few
-    rows a test leaves."""
-    from issuer.storage.models import import_all_models
+def delete_all_rows(engine, *, public: bool = False) -> None:
+    """DELETE every row of every migrated table (the supplier's, or with ``public=True`` the public
+    service's), children first: much faster than TRUNCATE for the few rows a test leaves."""
+    if public:
+        from verify_api.storage.models import import_all_models
+    else:
+        from issuer.storage.models import import_all_models
 
     with engine.begin() as conn:
         for table in reversed(import_all_models().sorted_tables):

@@ -12,6 +12,7 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
 
 from chain.settings import Settings
 from verify_api.deps import AppDeps
@@ -66,5 +67,7 @@ def create_app(settings: Settings | None = None, *, deps: AppDeps | None = None)
 
     for module in (cards, batches, issuers, orders, pages, health):
         app.include_router(module.router)
+    # The card page's own script (verify_api/static/codecheck.js); no third-party assets.
+    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     app.add_middleware(MetricsMiddleware)
     return app

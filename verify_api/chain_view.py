@@ -37,7 +37,8 @@ ALL_ONES = (1 << 256) - 1
 #: Marks "not cached (or too old): a chain read is needed".
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING", "__bool__": lambda self: False})()
 
-_EVENTS = ("CardsRevoked", "CardsRedeemed", "BatchRevoked", "BatchAnchored", "RoleGranted", "RoleRevoked")
+_EVENTS = ("CardsRevoked", "CardsRedeemed", "BatchRevoked", "BatchAnchored", "RoleGranted", "RoleRevoked",
+           "IssuerNamed")
 _SELECTOR = {kind: bytes(Web3.keccak(text=f"{fn}(bytes32,uint256)"))[:4]
              for kind, fn in (("rev", "revokedWord"), ("red", "redeemedWord"))}
 #: Calls per JSON-RPC batch when prefetching a batch's bitmap words.
@@ -221,6 +222,10 @@ class ChainView:
             bid = bytes(args["batchId"])
             self._batches.pop(bid, None)
             self._recent.append((block, "anchored", bid, 0))
+        elif name == "IssuerNamed":
+            account = str(args["issuer"]).lower()
+            self._roles.pop(account, None)
+            self._recent.append((block, "role", account, 0))
         elif name in ("RoleGranted", "RoleRevoked"):
             if bytes(args["role"]) == bytes(ISSUER_ROLE):
                 account = str(args["account"]).lower()
@@ -415,14 +420,21 @@ class ChainView:
 
     # ------------------------------------------------------------------ roles
 
-    def peek_is_issuer(self, address: str) -> bool | None:
+    def peek_issuer(self, address: str) -> tuple[bool, str] | None:
+        """(holds ISSUER_ROLE, name recorded on chain) if cached and fresh, else MISSING (no I/O)."""
         entry = self._roles.get(address.lower())
         if entry is None or not self._fresh(entry):
             return MISSING
         return entry.value
 
-    def is_issuer(self, address: str) -> bool | None:
-        cached = self.peek_is_issuer(address)
+    def peek_is_issuer(self, address: str) -> bool | None:
+        found = self.peek_issuer(address)
+        return MISSING if found is MISSING else found[0]
+
+    def issuer(self, address: str) -> tuple[bool, str] | None:
+        """(holds ISSUER_ROLE, display name recorded on chain or ""), read at the pinned block; None when the
+        chain does not answer and nothing is cached."""
+        cached = self.peek_issuer(address)
         if cached is not MISSING:
             return cached
         key = address.lower()
@@ -432,8 +444,10 @@ class ChainView:
         try:
             reg, block = self._pin()
             self.reads += 1
-            value = bool(reg.client.call(reg.fn.hasRole(ISSUER_ROLE, reg.client.w3.to_checksum_address(address)),
-                                         block if block is not None else "latest"))
+            who = reg.client.w3.to_checksum_address(address)
+            at = block if block is not None else "latest"
+            value = (bool(reg.client.call(reg.fn.hasRole(ISSUER_ROLE, who), at)),
+                     str(reg.client.call(reg.fn.issuerName(who), at)))
         except Exception as exc:  # noqa: BLE001
             self._note_error(exc)
             entry = self._roles.get(key)
@@ -442,6 +456,10 @@ class ChainView:
             if not any(blk > (block or 0) and k == "role" and kk == key for blk, k, kk, _ in self._recent):
                 self._roles[key] = _Entry(value, block, self._clock())
         return value
+
+    def is_issuer(self, address: str) -> bool | None:
+        found = self.issuer(address)
+        return None if found is None else found[0]
 
     # ------------------------------------------------------------------ misc
 

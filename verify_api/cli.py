@@ -1,4 +1,7 @@
-"""`cardproof serve`, `cardproof verify` and `cardproof api-key ...`: thin layers over the API package."""
+"""`cardproof serve` and `cardproof verify`: thin layers over the API package.
+
+(Redeemers' API keys are the supplier's: `cardproof issuer api-key ...` in ``issuer/cli.py``.)
+"""
 
 from __future__ import annotations
 
@@ -61,7 +64,7 @@ def serve(host: Annotated[str, typer.Option(help="Interface to listen on.")] = "
     indexer = None
     if index:  # one indexer in this (the main) process, whatever the number of workers; never fatal
         from chain.settings import get_settings
-        from issuer.indexer import IndexerThread
+        from verify_api.indexer import IndexerThread
 
         indexer = IndexerThread(get_settings(), interval=index_interval).start()
     try:
@@ -125,11 +128,12 @@ def load_answer(path: Path) -> dict:
     return data
 
 
-def _registry(rpc: str | None, address: str):
+def _chain_client(rpc: str | None):
+    """A read-only client of the chain at ``rpc`` (default: CARDPROOF_RPC_URL / the local chain)."""
     from eth_account import Account
 
-    from chain.client import ETH_TESTER, ChainClient, guard, http_web3, resolve_rpc, shared_in_process_web3
-    from chain.registry import Registry
+    from chain.client import (ETH_TESTER, ChainClient, dev_account_for, guard, http_web3, resolve_rpc,
+                              shared_in_process_web3)
     from chain.settings import get_settings
 
     url = rpc or resolve_rpc(get_settings())
@@ -140,8 +144,23 @@ def _registry(rpc: str | None, address: str):
     else:
         raise ConfigError(f"--rpc must be an http(s) URL, not {url!r}")
     chain_id = guard(lambda: w3.eth.chain_id)
-    # Reads only: a throwaway address is enough; no key is ever needed to verify.
-    return Registry(ChainClient(w3, Account.create(), _chain_id=chain_id), address)
+    # Reads only: no key is ever needed to verify. A throwaway address, or on a dev chain its well-known first
+    # account (eth-tester refuses calls from an account that cannot pay for their gas).
+    return ChainClient(w3, dev_account_for(w3, chain_id) or Account.create(), _chain_id=chain_id)
+
+
+def _read_card_secret(code: str | None):
+    """The card's code and opening from stdin for ``--code -``; never from the command line, never echoed."""
+    if code is None:
+        return None
+    if code != "-":
+        raise ConfigError("give the card's code on stdin with --code - (first line: the code, second line: its "
+                          "opening); a code on the command line would stay in shell history and process lists")
+    import sys
+
+    from verify_api.verifier import read_card_secret
+
+    return read_card_secret(sys.stdin.read())
 
 
 def verify(target: Annotated[str | None, typer.Argument(metavar="SERIAL_OR_URL",
@@ -150,122 +169,115 @@ def verify(target: Annotated[str | None, typer.Argument(metavar="SERIAL_OR_URL",
                                                         "CARDPROOF_PUBLIC_URL).")] = None,
            rpc: Annotated[str | None, typer.Option(help="JSON-RPC URL of a node of the chain (default: "
                                                         "CARDPROOF_RPC_URL / the local chain).")] = None,
-           registry: Annotated[str | None, typer.Option(help="Registry address to check against (default: "
-                                                             "the one the answer names).")] = None,
+           registry: Annotated[str | None, typer.Option(help="Trust this CardRegistry for this run (default: the "
+                                                             "one pinned for the chain, see `cardproof registry`). "
+                                                             "Never taken from the answer.")] = None,
            proof: Annotated[Path | None, typer.Option("--proof", help="Verify a saved API answer (JSON file) "
                                                                       "instead of asking the API.")] = None,
+           code: Annotated[str | None, typer.Option("--code", metavar="-",
+                                                    help="'-': read the card's code (first line) and its opening "
+                                                         "(second line) from stdin and check that they open the "
+                                                         "leaf's commitment. Never printed.")] = None,
            json_out: JsonOpt = False) -> None:
-    """Check an API answer about a card against the chain, claim by claim; exit 1 on any mismatch."""
-    from web3 import Web3
+    """Check an API answer about a card against the chain, claim by claim.
+
+    Exit 0: every claim confirmed; 1: a claim contradicted, or an error; 3: some claim unverifiable, none contradicted.
+    """
+    import sys
 
     from verify_api.errors import VerificationMismatch
-    from verify_api.verifier import mismatches, verify_answer
+    from verify_api.trust import trusted_registry
+    from verify_api.verifier import EXIT_UNVERIFIABLE, Outcome, mismatches, printable, unverifiable
+    from verify_api.verifier import verify as check_answer
 
+    secret = _read_card_secret(code)
+    if proof is None and not target:
+        raise ConfigError("give a SERIAL_OR_URL, or --proof FILE")
     serial = None
+    if target:
+        base, serial = split_target(target, api or ("http://unused" if proof is not None else None))
+    client = _chain_client(rpc)
+    reg, pin = trusted_registry(client, registry)  # never the registry the answer names
     if proof is not None:
         answer = load_answer(proof)
-        if target:
-            serial = split_target(target, api or "http://unused")[1]
         source = str(proof)
     else:
-        if not target:
-            raise ConfigError("give a SERIAL_OR_URL, or --proof FILE")
-        base, serial = split_target(target, api)
         answer = fetch_answer(base, serial)
         source = base
-    address = registry or (answer.get("batch") or {}).get("registry")
-    if not address:
-        if answer.get("verdict") == "unknown":
-            address = None
-        else:
-            raise ConfigError("the answer names no registry: pass --registry ADDRESS")
-    if address is not None and not Web3.is_address(address):
-        raise ConfigError(f"not a registry address: {address!r}")
-    if address is None:
-        from verify_api.verifier import Claim
-
-        claims = [Claim("no proof offered", True, "verdict 'unknown': the API claims no card with this serial")]
-    else:
-        reg = _registry(rpc, address)
-        claims = verify_answer(answer, reg, serial=serial, registry_pinned=registry is not None)
-    bad = mismatches(claims)
+    result = check_answer(answer, reg, serial=serial, secret=secret)
+    claims, outcome = result.claims, result.outcome
+    shown_serial = serial or printable(answer.get("serial"), 40)
     if json_out:
-        emit_json({"serial": answer.get("serial"), "verdict": answer.get("verdict"), "source": source,
-                   "registry": address, "registry_from_answer": registry is None, "claims": [c.to_json() for c in claims],
-                   "confirmed": not bad})
+        emit_json({"serial": shown_serial, "verdict": answer.get("verdict"), "source": source,
+                   "registry": pin.to_json(), **result.to_json()})
     else:
-        say(f"{answer.get('serial')}: the API ({source}) says {answer.get('verdict')!r}")
+        say(f"{shown_serial}: the API ({source}) says {printable(answer.get('verdict'), 30)}")
+        say(f"  registry {pin.address} on chain {pin.chain_id}, pinned by {pin.source}: "
+            "its runtime code is cardproof's CardRegistry")
+        if pin.overrides_shipped:
+            say(f"  note: this pin overrides the registry shipped with cardproof for chain {pin.chain_id} "
+                f"({pin.overrides_shipped})")
+        if result.issuer is not None:
+            name = f"name on chain {printable(result.issuer_name)}" if result.issuer_name else "no name on chain"
+            role = ("holds ISSUER_ROLE" if result.issuer_has_role
+                    else "does NOT hold ISSUER_ROLE (struck off, or never an issuer)")
+            say(f"  issuer {result.issuer}: {role}; {name}")
         for c in claims:
-            say(f"  {'✓' if c.confirmed else '✗'} {c.claim}: {c.detail}")
-        if registry is None and address is not None:
-            say(f"  (registry {address} as named by the answer; pin it with --registry)")
-        if not bad:
+            say(f"  {c.mark} {c.claim}: {c.detail}")
+        if outcome is Outcome.CONFIRMED:
             say(f"all {len(claims)} claims confirmed on chain")
-    if bad:
-        raise VerificationMismatch(f"{len(bad)} of {len(claims)} claims not confirmed on chain: "
+    if outcome is Outcome.MISMATCH:
+        bad = mismatches(claims)
+        raise VerificationMismatch(f"{len(bad)} of {len(claims)} claims contradicted by the chain: "
                                    + "; ".join(c.claim for c in bad))
+    if outcome is Outcome.UNVERIFIABLE:
+        open_ = unverifiable(claims)
+        sys.stderr.write(f"cardproof: not confirmed: the chain cannot confirm {len(open_)} of {len(claims)} claims "
+                         f"(none is contradicted): {'; '.join(c.claim for c in open_)}\n")
+        raise typer.Exit(EXIT_UNVERIFIABLE)
 
 
-api_key_app = typer.Typer(help="API keys of issuers' redeemers (POST /v1/cards/{serial}/redeem).",
-                          no_args_is_help=True)
+registry_app = typer.Typer(help="The CardRegistry that `cardproof verify` trusts, pinned per chain id "
+                                "(verify_api/trust.py).", no_args_is_help=True)
 
 
-@api_key_app.command("create")
-def api_key_create(issuer: Annotated[str, typer.Option(help="The issuer whose cards the key may redeem.")],
-                   label: Annotated[str, typer.Option(help="A note, e.g. the shop or till.")] = "",
-                   json_out: JsonOpt = False) -> None:
-    """Create a key; it is printed once and stored only hashed."""
-    from issuer.runtime import Runtime
-    from verify_api.auth import create_api_key
-
-    with Runtime().sessions.begin() as session:
-        key, row = create_api_key(session, issuer, label)
-        info = {"key": key, "key_id": row.key_id, "issuer": row.issuer_address, "label": row.label}
-    if json_out:
-        emit_json(info)
-    else:
-        say(f"API key for issuer {info['issuer']} (shown once, keep it secret):\n{key}")
-
-
-@api_key_app.command("list")
-def api_key_list(issuer: Annotated[str | None, typer.Option(help="Only this issuer's keys.")] = None,
+@registry_app.command("pin")
+def registry_pin(address: Annotated[str, typer.Argument(metavar="ADDRESS", help="The platform's CardRegistry.")],
+                 rpc: Annotated[str | None, typer.Option(help="JSON-RPC URL of a node of the chain (default: "
+                                                              "CARDPROOF_RPC_URL / the local chain).")] = None,
                  json_out: JsonOpt = False) -> None:
-    """List keys (ids only; secrets are never stored)."""
-    from issuer.runtime import Runtime
-    from verify_api.auth import list_api_keys
+    """Pin ADDRESS as the CardRegistry of the chain at --rpc, once its code is checked to be cardproof's.
 
-    with Runtime().sessions() as session:
-        rows = [{"key_id": k.key_id, "issuer": k.issuer_address, "label": k.label,
-                 "created_at": k.created_at.isoformat(), "revoked": k.revoked_at is not None,
-                 "last_used_at": k.last_used_at.isoformat() if k.last_used_at else None}
-                for k in list_api_keys(session, issuer)]
+    Written to $CARDPROOF_REGISTRIES, else $CARDPROOF_HOME/registries.json; other chains' pins are kept."""
+    from verify_api.trust import pin_registry
+
+    pin, path = pin_registry(_chain_client(rpc), address)
     if json_out:
-        emit_json(rows)
+        emit_json({**pin.to_json(), "file": str(path)})
         return
-    for r in rows:
-        say(f"{r['key_id']}  {r['issuer']}  {'revoked' if r['revoked'] else 'active'}  {r['label']}")
-    if not rows:
-        say("no API keys")
+    say(f"pinned CardRegistry {pin.address} for chain {pin.chain_id} in {path}")
+    if pin.overrides_shipped:
+        say(f"note: this overrides the registry shipped with cardproof for chain {pin.chain_id} "
+            f"({pin.overrides_shipped})")
 
 
-@api_key_app.command("revoke")
-def api_key_revoke(key_id: Annotated[str, typer.Argument(help="The key id (or the whole key).")],
-                   json_out: JsonOpt = False) -> None:
-    """Revoke a key at once."""
-    from issuer.runtime import Runtime
-    from verify_api.auth import revoke_api_key
+@registry_app.command("list")
+def registry_list(json_out: JsonOpt = False) -> None:
+    """The pinned registries: yours (they win) and those shipped with cardproof."""
+    from verify_api.trust import list_pins, user_registries_path
 
-    with Runtime().sessions.begin() as session:
-        done = revoke_api_key(session, key_id)
+    pins = list_pins()
     if json_out:
-        emit_json({"revoked": done})
-    else:
-        say("revoked" if done else "no such active key")
-    if not done:
-        raise typer.Exit(3)
+        emit_json([p.to_json() for p in pins])
+        return
+    for p in pins:
+        say(f"chain {p.chain_id}  {p.address}  pinned by {p.source}"
+            + (f" (overrides shipped {p.overrides_shipped})" if p.overrides_shipped else ""))
+    if not pins:
+        say(f"no registry pinned: `cardproof registry pin 0xADDRESS --rpc URL` (writes {user_registries_path()})")
 
 
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.command("verify")(verify)
-    app.add_typer(api_key_app, name="api-key")
+    app.add_typer(registry_app, name="registry")

@@ -57,11 +57,8 @@ class ApiSettings(BaseSettings):
 
     #: Lookups (GET card, page, batch, issuer) per client.
     lookup_rate: str = "120/minute"
-    #: Code checks per client, and per serial (brute force of one card's code).
-    check_rate_client: str = "20/minute"
-    check_rate_serial: str = "10/hour"
-    #: Redemptions per API key / signer.
-    redeem_rate: str = "600/minute"
+    #: Dump uploads (PUT /v1/batches/{id}/dump) per client.
+    publish_rate: str = "30/hour"
     #: Seconds between polls of the chain head and the registry's events (the status cache's TTL).
     chain_ttl: float = Field(default=2.0, gt=0)
     #: Cached bitmap words and batches are re-read when older than this, events or not.
@@ -85,10 +82,8 @@ class ApiSettings(BaseSettings):
     tune_gc: bool = False
     #: Registry address to use instead of the deployment recorded in CARDPROOF_HOME.
     registry_address: str | None = None
-    #: Accepted clock skew of signed redemption requests, seconds.
-    signature_window: int = Field(default=300, ge=10)
 
-    @field_validator("lookup_rate", "check_rate_client", "check_rate_serial", "redeem_rate")
+    @field_validator("lookup_rate", "publish_rate")
     @classmethod
     def _valid_rate(cls, value: str) -> str:
         parse_rate(value)

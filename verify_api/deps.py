@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from chain.registry import Registry
 from chain.settings import Settings, get_settings
-from issuer.secrets_store import MasterKey
 from verify_api.chain_view import ChainView
 from verify_api.config import ApiSettings, get_api_settings
 from verify_api.errors import RateLimited
@@ -35,9 +34,9 @@ class AppDeps:
     settings: Settings | None = None
     api: ApiSettings | None = None
     engine: Engine | None = None
+    #: Sessions of the public database (never the supplier's).
     sessions: sessionmaker[Session] | None = None
-    master_key: MasterKey | None = None
-    #: The registry (its client's account redeems), or a function connecting to it.
+    #: The registry (read only), or a function connecting to it.
     registry: Registry | Callable[[], Registry] | None = None
     chain: ChainView | None = None
     limiter: Limiter | None = None
@@ -55,14 +54,10 @@ class AppDeps:
             self.api = get_api_settings()
         s, api = self.settings, self.api
         if self.sessions is None:
-            from issuer.storage.db import open_database
+            from verify_api.storage.db import open_public_database
 
-            self.engine, self.sessions = open_database(s)
+            self.engine, self.sessions = open_public_database(s)
             self._owned.append(self.engine)
-        if self.master_key is None:
-            from issuer.secrets_store import load_master_key
-
-            self.master_key = load_master_key(s)
         if self.chain is None:
             reg = self.registry if self.registry is not None else (lambda: connect_registry(s, api))
             self.chain = ChainView(reg, ttl=api.chain_ttl, max_age=api.chain_max_age,
@@ -71,14 +66,15 @@ class AppDeps:
             self.limiter = make_limiter(s.redis_url)
             self._owned.append(self.limiter)
         if self.scans is None:
-            from issuer.secrets_store import derive_key
+            from verify_api.storage.repository import get_or_create_secret
 
-            secret = derive_key(self.master_key.fingerprint_key(), b"cardproof/scan-client-secret/v1")
+            with self.sessions.begin() as session:
+                secret = get_or_create_secret(session, "scan-client-secret")
             self.scans = ScanRecorder(self.sessions, secret, enabled=api.record_scans,
                                       flush_interval=api.scan_flush_interval, queue_max=api.scan_queue_max,
                                       retention_days=api.scan_retention_days)
         if self.service is None:
-            self.service = CardService(self.sessions, self.chain, self.scans, self.master_key,
+            self.service = CardService(self.sessions, self.chain, self.scans,
                                        cache_ttl=api.card_cache_ttl, cache_size=api.card_cache_size,
                                        public_url=s.public_url, explorer_url=s.explorer_url)
         return self
@@ -101,8 +97,8 @@ class AppDeps:
                 except Exception:  # noqa: BLE001
                     log.debug("closing %r failed", thing)
 
-    def acting_registry(self) -> Registry:
-        """The registry whose client account sends transactions (redemptions)."""
+    def read_registry(self) -> Registry:
+        """The registry the service reads (publishing checks dumps against it)."""
         return self.chain._ensure_registry()  # noqa: SLF001
 
 

@@ -1,25 +1,27 @@
-"""Tables of the verification API, on the issuer database's ``Base`` (migration ``api_0001``).
+"""Scan tables of the public service, on ``verify_api.storage.models.PublicBase`` (its own database).
 
 * ``api_scans`` – one row per lookup, page view, code check or redemption: the time and coarse client
   information only (a truncated keyed hash of the IP that changes every day, the user-agent family,
   the country when a trusted proxy gives it). No IP, no full user agent, no code.
 * ``api_card_stats`` – per serial: how often it was looked up and checked, and since when (the
   fraud signal), maintained by the scan writer.
-* ``api_keys`` – redeemers' API keys, stored as SHA-256 of the secret part.
+
+(``api_keys``, the redeemers' API keys, belong to the supplier's side: ``issuer.storage.models.ApiKey``.)
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, Boolean, Index, Integer, LargeBinary, String
+from sqlalchemy import BigInteger, Boolean, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from issuer.storage.models import Base, BigIntPK, UTCDateTime, utcnow
+from issuer.storage.types import BigIntPK, UTCDateTime, utcnow
+from verify_api.storage.models import PublicBase as Base
 
-__all__ = ["ApiKey", "CardStats", "Scan", "API_TABLES"]
+__all__ = ["CardStats", "Scan", "API_TABLES"]
 
-API_TABLES = ("api_scans", "api_card_stats", "api_keys")
+API_TABLES = ("api_scans", "api_card_stats")
 
 
 class Scan(Base):
@@ -53,21 +55,3 @@ class CardStats(Base):
     first_check_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
-
-class ApiKey(Base):
-    __tablename__ = "api_keys"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    #: Public part of the key (``cpk_<key_id>_<secret>``), unique.
-    key_id: Mapped[str] = mapped_column(String(24), unique=True)
-    #: SHA-256 of the secret part.
-    key_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
-    #: The issuer whose cards this key may redeem.
-    issuer_address: Mapped[str] = mapped_column(String(42), index=True)
-    label: Mapped[str] = mapped_column(String(200), default="")
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-
-    def __repr__(self) -> str:  # never the hash
-        return f"ApiKey(key_id={self.key_id!r}, issuer={self.issuer_address!r}, label={self.label!r})"

@@ -1,5 +1,5 @@
 """What the API shows of an escrow order: its state read from the chain (cached) and its timeline from the
-events the indexer (issuer/indexer.py) stored.
+events the indexer (verify_api/indexer.py) stored.
 
 The order itself (``CardEscrow.order`` and ``deliveryOf``) is read from the chain and cached like the card
 statuses of :mod:`verify_api.chain_view`: an open order for ``ttl`` seconds, a settled one (it can no longer
@@ -177,7 +177,7 @@ class OrderView:
     # -------------------------------------------------------------- database
 
     def _indexed(self, chain_id: int, escrow: str, order_id: int) -> tuple[list[Any], int | None]:
-        from issuer.storage.index_models import ChainEventRow, IndexCursor
+        from verify_api.storage.index_models import ChainEventRow, IndexCursor
 
         with self.sessions() as s:
             cursor = s.get(IndexCursor, chain_id)

@@ -266,12 +266,22 @@ class ScanRecorder:
         cached = self.peek_stats(serial)
         if cached is not None:
             return cached
+        row = session.get(CardStats, serial) if session is not None and self.enabled else None
+        return self._keep(serial, row)
+
+    def stats_from_row(self, serial: str, row: Any) -> dict[str, Any]:
+        """Like ``stats``, from the serial's ``api_card_stats`` row (or None) already read by the caller
+        (``lookup.find_card_and_stats`` reads it with the card, in the same query)."""
+        cached = self.peek_stats(serial)
+        if cached is not None:
+            return cached
+        return self._keep(serial, row if self.enabled else None)
+
+    def _keep(self, serial: str, row: Any) -> dict[str, Any]:
         entry = _StatsEntry(0, 0, 0, None, None, self._clock())
-        if session is not None and self.enabled:
-            row = session.get(CardStats, serial)
-            if row is not None:
-                entry = _StatsEntry(int(row.scans), int(row.checks), int(row.failed_checks), row.first_scan_at,
-                                    row.first_check_at, self._clock())
+        if row is not None:
+            entry = _StatsEntry(int(row.scans), int(row.checks), int(row.failed_checks), row.first_scan_at,
+                                row.first_check_at, self._clock())
         with self._lock:
             if len(self._stats) > 200_000:
                 self._stats.clear()

@@ -40,7 +40,8 @@ class CardStatus(BaseModel):
 
 class IssuerInfo(BaseModel):
     address: str | None
-    name: str | None
+    name: str | None = Field(description="The display name the platform recorded on chain; None when it has none.")
+    name_source: Literal["chain"] | None = Field(description="Where the name comes from: only ever the chain.")
     has_role: bool | None = Field(description="Whether the address holds ISSUER_ROLE in the registry.")
 
 
@@ -55,8 +56,8 @@ class ProductInfo(BaseModel):
 class BatchInfo(BaseModel):
     id: str | None
     card_count: int | None
-    root: str | None = Field(description="Merkle root in the issuer's database (the proof's root).")
-    state: str | None
+    root: str | None = Field(description="Merkle root of the published dump (the proof's root).")
+    code_form: int | None = Field(description="How a typed code is canonicalised: 0 exact, 1 case/dash-insensitive.")
     anchor_tx: str | None
     anchor_block: int | None
     anchored: bool | None = Field(description="Whether the registry holds the batch.")
@@ -110,32 +111,6 @@ class CardVerification(BaseModel):
     links: Links
 
 
-class CodeCheckRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    code: str = Field(min_length=1, max_length=256, description="The card's secret code.")
-
-
-class CodeCheckResult(BaseModel):
-    serial: str
-    match: bool
-    fraud: FraudInfo
-
-
-class RedeemRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    code: str = Field(min_length=1, max_length=256)
-
-
-class RedeemResult(BaseModel):
-    serial: str
-    batch_id: str
-    index: int
-    redeemed_at: str
-    redeemed_by: str
-    tx_hash: str
-    block_number: int
-
-
 class OnChainBatchInfo(BaseModel):
     anchored: bool | None
     root: str | None
@@ -150,20 +125,19 @@ class OnChainBatchInfo(BaseModel):
 class BatchAnswer(BaseModel):
     batch_id: str
     issuer_address: str
-    issuer_name: str | None
     sku: str
     face_value: int
     currency: str
     expiry: int
+    code_form: int
     card_count: int
     root: str
-    state: str
     anchor_tx: str | None
     anchor_block: int | None
-    anchored_at: str | None
-    chain_id: int | None
-    registry_address: str | None
-    revoked: bool
+    anchored_at: int
+    chain_id: int
+    registry_address: str
+    published_at: str
     on_chain: OnChainBatchInfo
     chain: ChainInfo
 
@@ -176,12 +150,14 @@ class IssuerOnChain(BaseModel):
 
 class IssuerAnswer(BaseModel):
     address: str
+    #: The display name the platform recorded on chain (grantIssuer); None when the chain has none.
     name: str | None
+    name_source: Literal["chain"] | None
     batches: int
     anchored_batches: int
     cards: int
-    revoked_cards: int
-    redeemed_cards: int
+    revoked_cards: int | None
+    redeemed_cards: int | None
     first_batch_at: str | None
     on_chain: IssuerOnChain
     chain: ChainInfo

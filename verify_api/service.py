@@ -26,12 +26,9 @@ from issuer.core.errors import InvalidProof
 from issuer.core.leaf import LEAF_ENCODING, LEAF_FIELDS, leaf_hash
 from issuer.core.merkle import process_proof
 from issuer.core.serial import format_serial, parse_serial
-from issuer.errors import CardNotFound
-from issuer.lookup import CardRecord, check_code, find_card, record_of
-from issuer.secrets_store import MasterKey
-from issuer.storage.models import Batch, Card
-from issuer.storage.repository import get_card_by_serial
 from verify_api.chain_view import MISSING, ChainView
+from verify_api.lookup import CardRecord, find_card, find_card_and_stats, proof_work
+from verify_api.storage.models import PubCard
 from verify_api.scans import ScanRecorder
 from verify_api.verdict import ChainFacts, Verdict, decide
 
@@ -92,10 +89,10 @@ def _static_parts(record: CardRecord) -> tuple[dict[str, Any], bytes | None]:
     except InvalidProof:
         root = None
     static = {
-        "issuer": {"address": b.issuer_address, "name": b.issuer_name},
+        "issuer": {"address": b.issuer_address},
         "product": {"sku": b.sku, "face_value": b.face_value, "currency": b.currency, "expiry": b.expiry or 0,
                     "expiry_iso": _iso(b.expiry or 0)},
-        "batch": {"id": b.batch_id, "card_count": b.card_count, "root": b.root, "state": b.state,
+        "batch": {"id": b.batch_id, "card_count": b.card_count, "root": b.root, "code_form": b.code_form,
                   "anchor_tx": b.anchor_tx, "anchor_block": b.anchor_block},
         "proof": {"index": record.index, "leaf": _leaf_named(record), "value": record.leaf.to_json(),
                   "leaf_encoding": list(LEAF_ENCODING), "leaf_hash": _hex(lh),
@@ -106,9 +103,10 @@ def _static_parts(record: CardRecord) -> tuple[dict[str, Any], bytes | None]:
 
 # Every key of a known card's answer, so an unknown serial's answer has the same shape.
 _BLANK_STATIC = {
-    "issuer": {"address": None, "name": None},
+    "issuer": {"address": None},
     "product": {"sku": None, "face_value": None, "currency": None, "expiry": None, "expiry_iso": None},
-    "batch": {"id": None, "card_count": None, "root": None, "state": None, "anchor_tx": None, "anchor_block": None},
+    "batch": {"id": None, "card_count": None, "root": None, "code_form": None, "anchor_tx": None,
+              "anchor_block": None},
     "proof": {"index": None, "leaf": {name: None for name, _t in LEAF_FIELDS}, "value": [], "leaf_encoding":
               list(LEAF_ENCODING), "leaf_hash": None, "proof": [], "root": None},
 }
@@ -117,18 +115,18 @@ _BLANK_STATIC = {
 @dataclass(frozen=True)
 class _Facts:
     facts: ChainFacts
-    has_role: bool | None
+    #: (holds ISSUER_ROLE, display name recorded on chain), or None when unknown.
+    issuer: tuple[bool, str] | None
 
 
 class CardService:
     def __init__(self, sessions: sessionmaker[Session], chain: ChainView, scans: ScanRecorder,
-                 master_key: MasterKey | None, *, cache_ttl: float = 60.0, cache_size: int = 200_000,
+                 *, cache_ttl: float = 60.0, cache_size: int = 200_000,
                  public_url: str = "", explorer_url: str | None = None,
                  clock: Callable[[], float] = time.monotonic, wallclock: Callable[[], float] = time.time) -> None:
         self.sessions = sessions
         self.chain = chain
         self.scans = scans
-        self.master_key = master_key
         self.cache_ttl = cache_ttl
         self.cache_size = cache_size
         self.public_url = public_url.rstrip("/")
@@ -138,7 +136,7 @@ class CardService:
         self._cache: dict[str, CachedCard] = {}
         self._lock = threading.Lock()
         self._decoy: CachedCard | None = None
-        self._decoy_card_row: Card | None = None
+        self._decoy_rows: Any = None
         self._decoy_at = -1e9
 
     # ------------------------------------------------------------------ records
@@ -173,8 +171,6 @@ class CardService:
         if record is None:
             return CachedCard(canon, display, None, None, None, _BLANK_STATIC, self._clock() + ttl)
         static, root = _static_parts(record)
-        if record.batch.state != "anchored":
-            ttl = min(ttl, self.chain.ttl)
         return CachedCard(canon, display, record, bytes.fromhex(record.batch.batch_id[2:]), root, static,
                           self._clock() + ttl)
 
@@ -184,40 +180,38 @@ class CardService:
         if self._decoy is not None and now - self._decoy_at < 300:
             return self._decoy
         self._decoy_at = now
-        serial = session.scalar(select(Card.serial).join(Batch, Card.batch_pk == Batch.id)
-                                .where(Batch.state == "anchored").limit(1))
-        if serial is None:
-            serial = session.scalar(select(Card.serial).limit(1))
-        if serial is None:
-            self._decoy = None
+        serial = session.scalar(select(PubCard.serial).limit(1))
+        record = rows = None
+        if serial is not None:
+            try:
+                record, _stats, rows = find_card_and_stats(session, serial)
+            except Exception:  # noqa: BLE001
+                record = rows = None
+        if record is None:
+            self._decoy = self._decoy_rows = None
             return None
-        try:
-            card = get_card_by_serial(session, serial)
-            record = record_of(session, card)
-        except Exception:  # noqa: BLE001
-            self._decoy = None
-            return None
-        self._decoy_card_row = card
-        self._decoy = self._make(serial, record.serial, record)
+        self._decoy, self._decoy_rows = self._make(serial, record.serial, record), rows
         return self._decoy
 
     def _mirror_lookup(self, session: Session) -> None:
-        """What ``find_card`` does after finding a card (``record_of``: leaf, proof, batch record), done on
-        the decoy, so that an unknown serial costs what a known one does."""
+        """What ``find_card`` does after finding a card (leaf, proof from the tiles), done on the decoy, so
+        that an unknown serial costs what a known one does."""
         decoy = self._decoy_card(session)
-        if decoy is None or self._decoy_card_row is None:
+        if decoy is None:
             return
+        rows = self._decoy_rows
         try:
-            record_of(session, self._decoy_card_row)
+            if rows is not None:  # the card query already ran (and missed): only the proof's reads remain
+                proof_work(session, rows)
+            else:
+                find_card(session, decoy.canon)
         except Exception:  # noqa: BLE001 - only here to spend the same time
             pass
 
     def load(self, session: Session, canon: str, display: str) -> CachedCard:
         """Read the card from the database (blocking); unknown serials do the same work on the decoy."""
-        try:
-            record = find_card(session, display)
-        except CardNotFound:
-            record = None
+        record = find_card(session, canon)
+        if record is None:
             self._mirror_lookup(session)
         c = self._make(canon, display, record)
         self._store(c)
@@ -248,10 +242,10 @@ class CardService:
         rev, red = self.chain.peek_bits(bid, idx)
         if rev is MISSING or red is MISSING:
             return None
-        role = self.chain.peek_is_issuer(record.batch.issuer_address)
-        if role is MISSING:
+        issuer = self.chain.peek_issuer(record.batch.issuer_address)
+        if issuer is MISSING:
             return None
-        return _Facts(ChainFacts(batch, rev, red, now), role)
+        return _Facts(ChainFacts(batch, rev, red, now), issuer)
 
     def facts(self, c: CachedCard) -> _Facts:
         record, bid, idx = self._mirror(c)
@@ -263,16 +257,16 @@ class CardService:
             rev, red = self.chain.bits(bid, idx)
         else:
             rev = red = None
-        role = self.chain.is_issuer(record.batch.issuer_address)
-        return _Facts(ChainFacts(batch, rev, red, now), role)
+        return _Facts(ChainFacts(batch, rev, red, now), self.chain.issuer(record.batch.issuer_address))
 
     # ------------------------------------------------------------------ answers
 
     def build(self, c: CachedCard, f: _Facts, stats: dict[str, Any]) -> dict[str, Any]:
         status = self.chain.status()
         known = c.record is not None
-        v: Verdict = decide(c.record, f.facts, proof_root=c.proof_root) if known else decide(None, f.facts,
-                                                                                           proof_root=None)
+        has_role = f.issuer[0] if f.issuer is not None else None
+        v: Verdict = decide(c.record if known else None, f.facts, proof_root=c.proof_root if known else None,
+                            issuer_has_role=has_role)
         s = c.static
         b = f.facts.batch if known else None
         anchored = bool(b is not None and b.anchored)
@@ -287,7 +281,10 @@ class CardService:
             "registry": status.registry if known else None,
         })
         issuer = dict(s["issuer"])
-        issuer["has_role"] = f.has_role if known else None
+        chain_name = (f.issuer[1] or None) if (known and f.issuer is not None) else None
+        issuer["name"] = chain_name
+        issuer["name_source"] = "chain" if chain_name else None
+        issuer["has_role"] = has_role if known else None
         anchor_tx = batch.get("anchor_tx")
         links = {
             "self": f"/v1/cards/{c.display}",
@@ -329,30 +326,21 @@ class CardService:
         stats = self.scans.peek_stats(canon)
         if c is MISSING or stats is None:
             with self.sessions() as session:
+                _read_only(session)
                 if c is MISSING:
-                    c = self.load(session, canon, display)
-                if stats is None:
+                    # One query for the card and its counts, then the proof's tiles (or, for a serial that
+                    # is not published, the decoy's): two round trips either way.
+                    record, row, _rows = find_card_and_stats(session, canon)
+                    if record is None:
+                        self._mirror_lookup(session)
+                    c = self._make(canon, display, record)
+                    self._store(c)
+                    if stats is None:
+                        stats = self.scans.stats_from_row(canon, row)
+                else:
                     stats = self.scans.stats(session, canon)
         f = self.peek_facts(c) or self.facts(c)
         return self.build(c, f, stats), c
-
-    # ------------------------------------------------------------------ code checks
-
-    def check(self, canon: str, display: str, code: str) -> bool:
-        """Whether ``code`` is the card's code; unknown serials do the same work and get False."""
-        if self.master_key is None:
-            raise RuntimeError("no master key")
-        with self.sessions() as session:
-            try:
-                return bool(check_code(session, self.master_key, display, code))
-            except CardNotFound:
-                decoy = self._decoy_card(session)
-                if decoy is not None:
-                    try:
-                        check_code(session, self.master_key, decoy.display, code)
-                    except Exception:  # noqa: BLE001 - only here to spend the same time
-                        pass
-                return False
 
     def stats(self, canon: str) -> dict[str, Any]:
         cached = self.scans.peek_stats(canon)
@@ -360,6 +348,14 @@ class CardService:
             return cached
         with self.sessions() as session:
             return self.scans.stats(session, canon)
+
+
+def _read_only(session: Session) -> None:
+    """On PostgreSQL, run this session's reads in autocommit: no BEGIN and no ROLLBACK round trip around
+    them (each read is one statement; the tiles of a published batch never change). Reset on check-in."""
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 async def verify_and_record(deps: Any, canon: str, display: str, client: Any, kind: str) -> dict[str, Any]:

@@ -33,7 +33,7 @@ class ChainFacts:
 class Verdict:
     verdict: str
     #: Machine-readable why: ok, no_such_card, chain_unavailable, batch_not_anchored, root_mismatch,
-    #: proof_invalid, index_out_of_range, issuer_mismatch, batch_revoked, card_revoked, redeemed, expired.
+    #: proof_invalid, index_out_of_range, issuer_mismatch, issuer_not_approved, batch_revoked, card_revoked, redeemed, expired.
     reason: str
     revoked: bool | None = None
     redeemed: bool | None = None
@@ -47,11 +47,14 @@ def decide(
     facts: ChainFacts,
     *,
     proof_root: bytes | None,
+    issuer_has_role: bool | None = None,
 ) -> Verdict:
     """The verdict on ``record`` (an ``issuer.lookup.CardRecord`` or None for no such card).
 
     ``proof_root`` is the root the card's leaf and proof fold to (computed by the caller, e.g. with
-    ``issuer.core.merkle.process_proof``), or None if the proof is malformed.
+    ``issuer.core.merkle.process_proof``), or None if the proof is malformed. ``issuer_has_role``: whether
+    the batch's issuer holds ISSUER_ROLE now (None: unknown); an issuer the platform struck off vouches for
+    nothing, so its cards are ``unknown`` (reason ``issuer_not_approved``).
     """
     if record is None:
         return Verdict("unknown", "no_such_card")
@@ -71,6 +74,8 @@ def decide(
         return Verdict("unknown", "index_out_of_range")
     if b.issuer.lower() != str(record.batch.issuer_address).lower():
         return Verdict("unknown", "issuer_mismatch")
+    if issuer_has_role is False:
+        return Verdict("unknown", "issuer_not_approved")
 
     db_revoked = bool(record.db_revoked)
     db_redeemed = record.db_redeemed_at is not None

@@ -53,7 +53,8 @@ class InvalidCode(CoreError):
     """A secret code is unusable (empty, too long, control characters).
 
     ``reason`` is a short machine-readable word (``"empty"``, ``"too_long"``, ``"control_char"``,
-    ``"type"``); the message explains it without quoting the code.
+    ``"type"``, ``"encoding"`` for text that is not valid Unicode, ``"form"`` for an unknown code form);
+    the message explains it without quoting the code.
     """
 
     def __init__(self, message: str, reason: str = "invalid") -> None:

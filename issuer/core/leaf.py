@@ -22,10 +22,13 @@ from .errors import InvalidLeaf
 from .keccak import keccak256_factory
 
 __all__ = [
+    "CODE_FORM_EXACT",
+    "CODE_FORM_FOLDED",
     "LEAF_ATTRS",
     "LEAF_ENCODING",
     "LEAF_FIELDS",
     "LEAF_FIELD_DOCS",
+    "LEAF_VERSION",
     "CardLeaf",
     "bytes32_to_sku",
     "currency_to_bytes3",
@@ -40,6 +43,7 @@ __all__ = [
 
 # Consensus-critical: order and types are those of `struct CardLeaf` in contracts/ICardRegistry.sol.
 LEAF_FIELDS: tuple[tuple[str, str], ...] = (
+    ("version", "uint16"),
     ("batchId", "bytes32"),
     ("index", "uint32"),
     ("serial", "uint80"),
@@ -47,6 +51,7 @@ LEAF_FIELDS: tuple[tuple[str, str], ...] = (
     ("faceValue", "uint128"),
     ("currency", "bytes3"),
     ("expiry", "uint64"),
+    ("codeForm", "uint8"),
     ("codeCommitment", "bytes32"),
 )
 LEAF_ENCODING: list[str] = [t for _, t in LEAF_FIELDS]
@@ -60,7 +65,12 @@ def _snake(name: str) -> str:
 LEAF_ATTRS: tuple[str, ...] = tuple(_snake(name) for name, _ in LEAF_FIELDS)
 """Python attribute of each field of ``LEAF_FIELDS``, in the same order."""
 
+LEAF_VERSION = 2
+"""The leaf format this code writes and reads (``version`` field). A leaf of any other version is refused:
+a new format gets a new number here, a new ``struct``, and code that knows both."""
+
 LEAF_FIELD_DOCS: dict[str, str] = {
+    "version": "Leaf format version, 2. Any change to the leaf or the commitment needs a new number.",
     "batchId": "Batch id; its first 20 bytes are the issuer's address.",
     "index": "Position of the card in its batch, 0-based; indexes the on-chain bitmaps.",
     "serial": "The card's public serial: 80 random bits, shown as Crockford base32 with a check symbol.",
@@ -68,7 +78,8 @@ LEAF_FIELD_DOCS: dict[str, str] = {
     "faceValue": "Face value in the currency's minor units.",
     "currency": "ISO 4217 alphabetic currency code, 3 upper-case ASCII letters.",
     "expiry": "Unix time after which the card is expired; 0 means it never expires.",
-    "codeCommitment": "HMAC-SHA256 of the secret code under the batch commit key; never the code.",
+    "codeForm": "How a typed code is canonicalised before it is committed: 0 exact, 1 case- and dash-insensitive.",
+    "codeCommitment": "SHA-256 over a domain tag, the card's 128-bit opening and the canonical code; never the code.",
 }
 
 
@@ -143,6 +154,7 @@ class CardLeaf:
     in ``0 .. 2**N - 1``, ``sku`` is a padded printable-ASCII SKU, ``currency`` three letters A-Z.
     """
 
+    version: int
     batch_id: bytes
     index: int
     serial: int
@@ -150,10 +162,12 @@ class CardLeaf:
     face_value: int
     currency: bytes
     expiry: int
+    code_form: int
     code_commitment: bytes
 
     def __init__(
         self,
+        version: int,
         batch_id: bytes,
         index: int,
         serial: int,
@@ -161,10 +175,13 @@ class CardLeaf:
         face_value: int,
         currency: bytes,
         expiry: int,
+        code_form: int,
         code_commitment: bytes,
     ) -> None:
         # Written out (not a loop over LEAF_FIELDS) for speed: batches have a million leaves.
         # _CHECKS below is derived from LEAF_FIELDS and the tests compare the two.
+        if version != LEAF_VERSION or type(version) is not int:
+            version = _version_arg(version)
         if type(batch_id) is not bytes or len(batch_id) != 32:
             batch_id = _bytes_arg(batch_id, "batchId", 32)
         if type(index) is not int or not 0 <= index <= 0xFFFFFFFF:
@@ -179,9 +196,12 @@ class CardLeaf:
             currency = _currency_arg(currency)
         if type(expiry) is not int or not 0 <= expiry <= 0xFFFFFFFFFFFFFFFF:
             expiry = _uint_arg(expiry, "expiry", 64)
+        if type(code_form) is not int or code_form not in _CODE_FORMS:
+            code_form = _code_form_arg(code_form)
         if type(code_commitment) is not bytes or len(code_commitment) != 32:
             code_commitment = _bytes_arg(code_commitment, "codeCommitment", 32)
         _set = object.__setattr__
+        _set(self, "version", version)
         _set(self, "batch_id", batch_id)
         _set(self, "index", index)
         _set(self, "serial", serial)
@@ -189,6 +209,7 @@ class CardLeaf:
         _set(self, "face_value", face_value)
         _set(self, "currency", currency)
         _set(self, "expiry", expiry)
+        _set(self, "code_form", code_form)
         _set(self, "code_commitment", code_commitment)
 
     # -- conversions -------------------------------------------------------------------------
@@ -196,6 +217,7 @@ class CardLeaf:
     def as_tuple(self) -> tuple:
         """The fields in ``LEAF_FIELDS`` order, as web3 takes a ``CardLeaf`` struct argument."""
         return (
+            self.version,
             self.batch_id,
             self.index,
             self.serial,
@@ -203,12 +225,14 @@ class CardLeaf:
             self.face_value,
             self.currency,
             self.expiry,
+            self.code_form,
             self.code_commitment,
         )
 
     def to_json(self) -> list[str]:
         """The OpenZeppelin dump ``value``: ``"0x"`` lower-case hex for bytesN, decimal strings for uintN."""
         return [
+            str(self.version),
             "0x" + self.batch_id.hex(),
             str(self.index),
             str(self.serial),
@@ -216,6 +240,7 @@ class CardLeaf:
             str(self.face_value),
             "0x" + self.currency.hex(),
             str(self.expiry),
+            str(self.code_form),
             "0x" + self.code_commitment.hex(),
         ]
 
@@ -234,8 +259,8 @@ class CardLeaf:
     def with_index(self, index: int) -> "CardLeaf":
         """A copy at another ``index``."""
         return CardLeaf(
-            self.batch_id, index, self.serial, self.sku, self.face_value, self.currency,
-            self.expiry, self.code_commitment,
+            self.version, self.batch_id, index, self.serial, self.sku, self.face_value, self.currency,
+            self.expiry, self.code_form, self.code_commitment,
         )
 
     @property
@@ -246,6 +271,12 @@ class CardLeaf:
     def currency_str(self) -> str:
         return self.currency.decode("ascii")
 
+
+CODE_FORM_EXACT = 0
+"""``codeForm`` 0: the code is committed as typed, surrounding white space stripped (imported codes)."""
+CODE_FORM_FOLDED = 1
+"""``codeForm`` 1: upper-cased, spaces and dashes dropped before committing (generated codes)."""
+_CODE_FORMS = frozenset((CODE_FORM_EXACT, CODE_FORM_FOLDED))
 
 _GOOD_SKUS: set[bytes] = set()
 _GOOD_CURRENCIES: set[bytes] = set()
@@ -268,6 +299,20 @@ def _uint_arg(v: Any, name: str, bits: int) -> int:
         v = int(v)
     if not 0 <= v < 1 << bits:
         raise InvalidLeaf(f"{name} is out of range for uint{bits}")
+    return v
+
+
+def _version_arg(v: Any) -> int:
+    v = _uint_arg(v, "version", 16)
+    if v != LEAF_VERSION:
+        raise InvalidLeaf(f"leaf version {v} is not supported (this is version {LEAF_VERSION})")
+    return v
+
+
+def _code_form_arg(v: Any) -> int:
+    v = _uint_arg(v, "codeForm", 8)
+    if v not in _CODE_FORMS:
+        raise InvalidLeaf(f"codeForm {v} is not defined (0 exact, 1 folded)")
     return v
 
 
@@ -297,7 +342,7 @@ _CHECKS = tuple(
 # The hand-unrolled code in this module (as_tuple, to_json, from_json, encode_leaf, leaf_hashes)
 # follows this order and these types; refuse to import if they drift apart.
 if tuple(f.name for f in fields(CardLeaf)) != LEAF_ATTRS or LEAF_ENCODING != [
-    "bytes32", "uint32", "uint80", "bytes32", "uint128", "bytes3", "uint64", "bytes32"
+    "uint16", "bytes32", "uint32", "uint80", "bytes32", "uint128", "bytes3", "uint64", "uint8", "bytes32"
 ]:  # pragma: no cover
     raise ImportError("CardLeaf and its hand-written encoders disagree with LEAF_FIELDS")
 
@@ -312,16 +357,17 @@ def _parse_json_fast(value: Any) -> tuple | None:
     if type(value) is not list and type(value) is not tuple:
         return None
     try:
-        b, i, s, k, f, c, e, h = value
+        v, b, i, s, k, f, c, e, m, h = value
         if (
             len(b) == 66 and len(k) == 66 and len(c) == 8 and len(h) == 66
             and b[:2] == k[:2] == c[:2] == h[:2] == "0x"
         ):
-            digits = i + s + f + e
+            digits = v + i + s + f + e + m
             if digits.isdigit() and digits.isascii():
                 raw = bytes.fromhex(b[2:] + k[2:] + c[2:] + h[2:])
                 if len(raw) == 99:
-                    return (raw[:32], int(i), int(s), raw[32:64], int(f), raw[64:67], int(e), raw[67:])
+                    return (int(v), raw[:32], int(i), int(s), raw[32:64], int(f), raw[64:67], int(e), int(m),
+                            raw[67:])
     except (TypeError, ValueError):
         pass
     return None
@@ -329,11 +375,12 @@ def _parse_json_fast(value: Any) -> tuple | None:
 
 def _parse_json_slow(value: Any) -> tuple:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise InvalidLeaf("a leaf value must be an array of 8 items")
+        raise InvalidLeaf(f"a leaf value must be an array of {len(LEAF_FIELDS)} items")
     if len(value) != len(LEAF_FIELDS):
         raise InvalidLeaf(f"a leaf value must have {len(LEAF_FIELDS)} items, got {len(value)}")
-    b, i, s, k, f, c, e, h = value
+    v, b, i, s, k, f, c, e, m, h = value
     return (
+        _json_uint(v, "version"),
         _json_bytes(b, "batchId", 32),
         _json_uint(i, "index"),
         _json_uint(s, "serial"),
@@ -341,6 +388,7 @@ def _parse_json_slow(value: Any) -> tuple:
         _json_uint(f, "faceValue"),
         _json_bytes(c, "currency", 3),
         _json_uint(e, "expiry"),
+        _json_uint(m, "codeForm"),
         _json_bytes(h, "codeCommitment", 32),
     )
 
@@ -372,9 +420,10 @@ def _json_bytes(v: Any, name: str, n: int) -> bytes:
 
 
 def encode_leaf(leaf: CardLeaf) -> bytes:
-    """``abi.encode(leaf)``: 8 static words of 32 bytes; bytesN left-aligned, uintN big-endian."""
+    """``abi.encode(leaf)``: 10 static words of 32 bytes; bytesN left-aligned, uintN big-endian."""
     return b"".join(
         (
+            leaf.version.to_bytes(32, "big"),
             leaf.batch_id,
             leaf.index.to_bytes(32, "big"),
             leaf.serial.to_bytes(32, "big"),
@@ -382,6 +431,7 @@ def encode_leaf(leaf: CardLeaf) -> bytes:
             leaf.face_value.to_bytes(32, "big"),
             leaf.currency + _ZERO29,
             leaf.expiry.to_bytes(32, "big"),
+            leaf.code_form.to_bytes(32, "big"),
             leaf.code_commitment,
         )
     )
@@ -414,6 +464,7 @@ def leaf_hashes(leaves: Iterable[CardLeaf], *, workers: int = 1) -> list[bytes]:
             k(
                 join(
                     (
+                        leaf.version.to_bytes(32, "big"),
                         leaf.batch_id,
                         leaf.index.to_bytes(32, "big"),
                         leaf.serial.to_bytes(32, "big"),
@@ -421,6 +472,7 @@ def leaf_hashes(leaves: Iterable[CardLeaf], *, workers: int = 1) -> list[bytes]:
                         leaf.face_value.to_bytes(32, "big"),
                         leaf.currency + z,
                         leaf.expiry.to_bytes(32, "big"),
+                        leaf.code_form.to_bytes(32, "big"),
                         leaf.code_commitment,
                     )
                 )
@@ -440,17 +492,17 @@ def leaf_hashes_from_json(values: Iterable[Sequence[Any]], *, workers: int = 1) 
         return split_hashes(leaf_hashes_from_json, list(values), workers, PARALLEL_MIN_LEAVES)
     k = keccak256_factory
     join = b"".join
-    # Leaves of a batch share batchId, and mostly sku, faceValue, currency and expiry. The words
-    # of those five, keyed by their exact JSON strings, are cached once a leaf with those strings
-    # has passed CardLeaf.from_json (parsing is a function of the strings alone), so most leaves
-    # only parse index, serial and codeCommitment.
+    # Leaves of a batch share version and batchId, and mostly sku, faceValue, currency, expiry and
+    # codeForm. The words of those, keyed by their exact JSON strings, are cached once a leaf with
+    # those strings has passed CardLeaf.from_json (parsing is a function of the strings alone), so
+    # most leaves only parse index, serial and codeCommitment.
     shared: dict[tuple, tuple[bytes, bytes]] = {}
     out = []
     append = out.append
     for value in values:
         try:
-            b, i, s, sk, f, c, e, h = value
-            pre = shared.get((b, sk, f, c, e))
+            v, b, i, s, sk, f, c, e, m, h = value
+            pre = shared.get((v, b, sk, f, c, e, m))
             if (
                 pre is not None
                 and (type(value) is list or type(value) is tuple)
@@ -469,13 +521,13 @@ def leaf_hashes_from_json(values: Iterable[Sequence[Any]], *, workers: int = 1) 
             pass
         leaf = CardLeaf.from_json(value)  # validates, or raises InvalidLeaf
         append(leaf_hash(leaf))
-        if len(value) == 8 and len(shared) < 4096:
-            key = (value[0], value[3], value[4], value[5], value[6])
+        if len(value) == 10 and len(shared) < 4096:
+            key = (value[0], value[1], value[4], value[5], value[6], value[7], value[8])
             if all(type(x) is str for x in key):
                 shared[key] = (
-                    leaf.batch_id,
+                    leaf.version.to_bytes(32, "big") + leaf.batch_id,
                     leaf.sku + leaf.face_value.to_bytes(32, "big") + leaf.currency + _ZERO29
-                    + leaf.expiry.to_bytes(32, "big"),
+                    + leaf.expiry.to_bytes(32, "big") + leaf.code_form.to_bytes(32, "big"),
                 )
     return out
 

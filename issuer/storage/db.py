@@ -158,12 +158,12 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
 # --------------------------------------------------------------------------- migrations
 
 
-def alembic_config(url: str | URL | None = None) -> Config:
-    """An Alembic ``Config`` built in code for ``issuer/migrations``."""
+def alembic_config(url: str | URL | None = None, migrations: Path = MIGRATIONS_DIR) -> Config:
+    """An Alembic ``Config`` built in code for ``migrations`` (default: ``issuer/migrations``)."""
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(migrations))
     if url is not None:
         # ConfigParser interpolation: escape '%' (URL-encoded passwords).
         rendered = normalize_url(url).render_as_string(hide_password=False)
@@ -171,12 +171,12 @@ def alembic_config(url: str | URL | None = None) -> Config:
     return cfg
 
 
-@functools.lru_cache(maxsize=1)
-def head_revision() -> str:
-    """The newest migration revision (read once per process)."""
+@functools.lru_cache(maxsize=4)
+def head_revision(migrations: Path = MIGRATIONS_DIR) -> str:
+    """The newest migration revision of ``migrations`` (read once per process)."""
     from alembic.script import ScriptDirectory
 
-    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    heads = ScriptDirectory.from_config(alembic_config(migrations=migrations)).get_heads()
     if len(heads) != 1:
         raise StorageError(f"the migrations have {len(heads)} heads; merge them")
     return heads[0]
@@ -192,8 +192,8 @@ def current_revision(bind: Engine | Connection) -> str | None:
     return MigrationContext.configure(bind).get_current_revision()
 
 
-def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
-    """Migrate the database to ``revision`` (default: the newest).
+def upgrade(engine_or_url: Engine | str | URL, revision: str = "head", *, migrations: Path = MIGRATIONS_DIR) -> None:
+    """Migrate the database to ``revision`` (default: the newest) of ``migrations``.
 
     Cheap when already up to date: one query on ``alembic_version``.
     """
@@ -202,13 +202,13 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
     own = not isinstance(engine_or_url, Engine)
     engine = make_engine(engine_or_url) if own else engine_or_url
     try:
-        target = head_revision() if revision == "head" else revision
+        target = head_revision(migrations) if revision == "head" else revision
         with engine.connect() as conn:
             if current_revision(conn) == target:
                 return
             conn.rollback()
             _lock_for_migration(conn)
-            cfg = alembic_config()
+            cfg = alembic_config(migrations=migrations)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
             conn.commit()
@@ -223,7 +223,7 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
             engine.dispose()
 
 
-def downgrade(engine_or_url: Engine | str | URL, revision: str) -> None:
+def downgrade(engine_or_url: Engine | str | URL, revision: str, *, migrations: Path = MIGRATIONS_DIR) -> None:
     """Migrate down to ``revision`` (``"base"`` empties the schema). For tests/tools."""
     from alembic import command
 
@@ -232,7 +232,7 @@ def downgrade(engine_or_url: Engine | str | URL, revision: str) -> None:
     try:
         with engine.connect() as conn:
             _lock_for_migration(conn)
-            cfg = alembic_config()
+            cfg = alembic_config(migrations=migrations)
             cfg.attributes["connection"] = conn
             command.downgrade(cfg, revision)
             conn.commit()
@@ -266,16 +266,21 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
-def open_database(settings: Settings | None = None) -> tuple[Engine, sessionmaker[Session]]:
-    """Engine and sessionmaker for the configured database, migrated to head.
+def open_database(settings: Settings | None = None, *, url: str | URL | None = None,
+                  migrations: Path = MIGRATIONS_DIR, engine_kwargs: dict[str, Any] | None = None
+                  ) -> tuple[Engine, sessionmaker[Session]]:
+    """Engine and sessionmaker for the configured database (or ``url``), migrated to the head of
+    ``migrations`` (default: the supplier's database and its migrations).
 
     Creates the SQLite file's folder if needed.
     """
-    if settings is None:
-        from chain.settings import get_settings
+    if url is None:
+        if settings is None:
+            from chain.settings import get_settings
 
-        settings = get_settings()
-    url = normalize_url(settings.effective_database_url)
+            settings = get_settings()
+        url = settings.effective_database_url
+    url = normalize_url(url)
     if url.get_backend_name() == "sqlite":
         path = _sqlite_file(url)
         if path is not None:
@@ -285,9 +290,9 @@ def open_database(settings: Settings | None = None) -> tuple[Engine, sessionmake
                 raise StorageError(
                     f"cannot create the database folder {path.parent}: {exc.strerror}"
                 ) from None
-    engine = make_engine(url)
+    engine = make_engine(url, **(engine_kwargs or {}))
     try:
-        upgrade(engine)
+        upgrade(engine, migrations=migrations)
     except BaseException:
         engine.dispose()
         raise

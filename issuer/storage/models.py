@@ -31,6 +31,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from issuer.storage.types import NAMING_CONVENTION, BigIntPK, UTCDateTime, utcnow
+
 __all__ = [
     "NAMING_CONVENTION",
     "BATCH_STATES",
@@ -43,20 +45,13 @@ __all__ = [
     "TreeChunk",
     "Deployment",
     "Meta",
+    "ApiKey",
     "utcnow",
     "UTCDateTime",
     "BigIntPK",
     "MODEL_MODULES",
     "import_all_models",
 ]
-
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
 
 #: Lifecycle of a batch; transitions are enforced by ``repository.set_batch_state``.
 BATCH_STATES = ("minted", "anchoring", "anchored", "failed")
@@ -65,50 +60,13 @@ BATCH_STATES = ("minted", "anchoring", "anchored", "failed")
 TREE_CHUNK_NODES = 1024
 NODE_SIZE = 32
 
-#: 64-bit on PostgreSQL; on SQLite an ``INTEGER PRIMARY KEY`` (rowid alias) so
-#: it auto-increments.
-BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-class UTCDateTime(TypeDecorator[dt.datetime]):
-    """``DateTime(timezone=True)`` that always hands back aware UTC datetimes.
-
-    PostgreSQL stores ``timestamptz``; SQLite has no time zones, so values are
-    stored as naive UTC and tagged UTC again when read.  Naive input is refused.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        if value is None:
-            return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError("naive datetime; use an aware one (UTC)")
-        value = value.astimezone(dt.timezone.utc)
-        if dialect.name == "sqlite":
-            return value.replace(tzinfo=None)
-        return value
-
-    def process_result_value(self, value, dialect):
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=dt.timezone.utc)
-        return value.astimezone(dt.timezone.utc)
-
-
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 #: Every module declaring tables on :class:`Base`; their tables are all created by
 #: the migrations in ``issuer/migrations``.  Add a module here with its migration.
-MODEL_MODULES = ("issuer.storage.models", "verify_api.models", "issuer.storage.index_models")
+MODEL_MODULES = ("issuer.storage.models",)
 
 
 def import_all_models() -> MetaData:
@@ -166,6 +124,8 @@ class Batch(Base):
     currency: Mapped[str] = mapped_column(String(3))
     #: Unix seconds; ``None`` (0 on chain) means no expiry.
     expiry: Mapped[int | None] = mapped_column(BigInteger)
+    #: The leaf's ``codeForm``: 0 exact, 1 case- and dash-insensitive (``issuer.core.leaf``).
+    code_form: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     card_count: Mapped[int] = mapped_column(Integer)
     root: Mapped[str] = mapped_column(String(66))
     manifest_hash: Mapped[str] = mapped_column(String(66))
@@ -278,3 +238,27 @@ class Meta(Base):
         UTCDateTime, default=utcnow, onupdate=utcnow
     )
 
+
+
+class ApiKey(Base):
+    """An API key of one of an issuer's redeemers (``issuer.service.auth``), stored as SHA-256 of its secret.
+
+    Created by migration ``api_0001``; it belongs to the supplier's side: only ``cardproof issuer serve`` uses it.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: Public part of the key (``cpk_<key_id>_<secret>``), unique.
+    key_id: Mapped[str] = mapped_column(String(24), unique=True)
+    #: SHA-256 of the secret part.
+    key_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    #: The issuer whose cards this key may redeem.
+    issuer_address: Mapped[str] = mapped_column(String(42), index=True)
+    label: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    def __repr__(self) -> str:  # never the hash
+        return f"ApiKey(key_id={self.key_id!r}, issuer={self.issuer_address!r}, label={self.label!r})"

@@ -7,6 +7,8 @@ measures, each on a batch nobody touched before (fresh storage slots: the worst 
 
 * ``deploy_registry``: the deployment transaction;
 * ``grant_issuer``, ``set_redeemer``: the admin grants ISSUER_ROLE, the issuer appoints a redeemer;
+* ``grant_issuer_named``: the admin grants ISSUER_ROLE with ``grantIssuer`` to an account that holds no role
+  yet, under a name of the longest allowed size (64 bytes: the string's length slot and two data slots);
 * ``anchor_batch`` (1,000 cards) and ``anchor_batch_1m`` (1,000,000 cards): the cost must not depend on the
   size; ``anchor_batch_exec``/``anchor_batch_1m_exec`` are the same less the intrinsic gas (21,000 plus
   calldata), which must be equal;
@@ -35,7 +37,7 @@ from chain.artifacts import load_artifact
 from chain.client import ChainClient
 from chain.deployments import REGISTRY
 from chain.registry import CardStatus, Registry
-from issuer.core.leaf import CardLeaf, leaf_hash
+from issuer.core.leaf import CODE_FORM_FOLDED, LEAF_VERSION, CardLeaf, leaf_hash
 
 TARGETS = {
     "anchor_batch": 80_000,
@@ -47,6 +49,9 @@ TARGETS = {
 
 MANIFEST = b"\x22" * 32
 PROOF_DEPTH = 20
+#: The longest issuer name grantIssuer takes (64 bytes of UTF-8).
+LONGEST_NAME = "Acme Digital Gift Cards & Game Top-Ups International Trading Ltd"
+assert len(LONGEST_NAME.encode()) == 64
 
 
 def intrinsic_gas(data: bytes) -> int:
@@ -93,6 +98,9 @@ def measure(env: Any) -> dict[str, int]:
         return batch_id, issuer.anchor_batch(batch_id, keccak(batch_id), count, MANIFEST)
 
     figures["grant_issuer"] = _gas(as_admin.grant_issuer(env.address("issuer")))
+    figures["grant_issuer_named"] = _gas(as_admin.grant_issuer(env.address("issuer2"), LONGEST_NAME))
+    if as_admin.issuer_name(env.address("issuer2")) != LONGEST_NAME:
+        raise RuntimeError("grantIssuer did not record the name")
     figures["set_redeemer"] = _gas(issuer.set_redeemer(env.address("redeemer"), True))
 
     small, receipt = new_batch(1_000)
@@ -120,8 +128,8 @@ def measure(env: Any) -> dict[str, int]:
     # verifyCard with a 20-level proof: anchor the root that the leaf and 20 random siblings fold to.
     rng = random.Random(20)
     batch_id = owner + next(serial).to_bytes(12, "big")
-    leaf = CardLeaf(batch_id, 123_456, rng.getrandbits(80), b"GC-100-EUR".ljust(32, b"\x00"), 10_000, b"EUR",
-                    0, rng.randbytes(32))
+    leaf = CardLeaf(LEAF_VERSION, batch_id, 123_456, rng.getrandbits(80), b"GC-100-EUR".ljust(32, b"\x00"), 10_000,
+                    b"EUR", 0, CODE_FORM_FOLDED, rng.randbytes(32))
     proof = [rng.randbytes(32) for _ in range(PROOF_DEPTH)]
     issuer.anchor_batch(batch_id, _fold(leaf_hash(leaf), proof), 1 << PROOF_DEPTH, MANIFEST)
     call = issuer.fn.verifyCard(leaf.as_tuple(), proof)

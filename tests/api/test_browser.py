@@ -6,6 +6,7 @@ checked to be real, mostly non-blank PNGs of a phone-sized viewport.
 
 from __future__ import annotations
 
+import re
 import os
 import shutil
 import subprocess
@@ -78,7 +79,10 @@ def test_landing_page_in_chromium(chromium, live_server, world, lang, expected, 
     dom = run_chromium(chromium, url, "--dump-dom", lang=lang)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert expected in dom.stdout and f'dir="{direction}"' in dom.stdout
-    assert serial in dom.stdout and "<script" not in dom.stdout
+    # The only script is the service's own code-check module (no inline script, nothing from elsewhere).
+    scripts = re.findall(r"<script[^>]*>", dom.stdout)
+    assert serial in dom.stdout and len(scripts) == 1, scripts
+    assert scripts[0].startswith('<script type="module" src="/static/codecheck.js?v='), scripts
     SHOTS.mkdir(parents=True, exist_ok=True)
     shot = SHOTS / f"card-{lang}.png"
     shot.unlink(missing_ok=True)

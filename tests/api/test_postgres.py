@@ -1,9 +1,12 @@
-"""The API's tables and writes on PostgreSQL: migration, scan writer (upserts), API keys."""
+"""The public service's tables and writes on PostgreSQL: its migrations, the scan writer (upserts), and
+publishing a dump (binary COPY of the cards, a serial conflict surfacing from COPY, the rollback)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,10 +22,11 @@ def pg_sessions():
     base = dbutil.postgres_base_url()
     if base is None:
         pytest.skip(dbutil.postgres_skip_reason())
-    from issuer.storage.db import make_engine, session_factory, upgrade
+    from issuer.storage.db import make_engine, session_factory
+    from verify_api.storage.db import upgrade_public
 
     with dbutil.fresh_postgres_database(base, prefix="cardproof_api") as url:
-        upgrade(url)
+        upgrade_public(url)
         engine = make_engine(url)
         try:
             yield session_factory(engine)
@@ -30,31 +34,68 @@ def pg_sessions():
             engine.dispose()
 
 
-def test_scans_and_keys_on_postgres(pg_sessions):
-    from verify_api.auth import create_api_key, list_api_keys, revoke_api_key
+def test_public_migrations_match_the_models(pg_sessions):
+    from sqlalchemy import inspect
+
+    from verify_api.storage.models import import_all_models
+
+    with pg_sessions() as s:
+        tables = set(inspect(s.get_bind()).get_table_names())
+    assert set(import_all_models().tables) <= tables
+    assert not {"batches", "cards", "api_keys"} & tables  # nothing of the supplier's database
+
+
+def test_scans_on_postgres(pg_sessions):
     from verify_api.models import CardStats
     from verify_api.scans import ScanRecorder
 
     rec = ScanRecorder(pg_sessions, b"k" * 32, flush_interval=60)
     for _ in range(3):
         rec.record("lookup", "SERIALA", client="c1", ua="Chrome", verdict="authentic")
-    rec.record("check", "SERIALA", client="c1", ua="curl", ok=False)
+    rec.record("page", "SERIALA", client="c1", ua="curl", verdict="authentic")
     rec.record("lookup", None, client="c2", ua="none", verdict="unknown")
     assert rec.flush() == 5
-    rec.record("check", "SERIALA", client="c1", ua="curl", ok=True)
+    rec.record("lookup", "SERIALA", client="c1", ua="curl", verdict="authentic")
     assert rec.flush() == 1
     with pg_sessions() as s:
         st = s.get(CardStats, "SERIALA")
-        assert (st.scans, st.checks, st.failed_checks) == (3, 2, 1)
+        assert (st.scans, st.checks, st.failed_checks) == (5, 0, 0)
         assert st.first_scan_at.tzinfo is not None and st.first_scan_at <= dt.datetime.now(dt.UTC)
         assert rec.count(s) == 6
     fresh = ScanRecorder(pg_sessions, b"k" * 32)
     with pg_sessions() as s:
         got = fresh.stats(s, "SERIALA")
-    assert got["scans"] == 3 and got["failed_checks"] == 1 and got["signal"] == "elevated"
+    assert got["scans"] == 5 and got["failed_checks"] == 0 and got["signal"] == "none"
 
-    with pg_sessions.begin() as s:
-        key, row = create_api_key(s, "0x" + "ab" * 20, "pg")
-    with pg_sessions.begin() as s:
-        assert [k.key_id for k in list_api_keys(s)] == [row.key_id]
-        assert revoke_api_key(s, key) and not revoke_api_key(s, key)
+
+def test_publish_on_postgres(pg_sessions, world):
+    from issuer.core.dump import make_dump
+    from issuer.core.serial import format_serial
+    from tests.api.world import anchor_leaves, dump_of, leaves_of
+    from verify_api.lookup import batch_record, find_card
+    from verify_api.publish import DumpRejected, publish_dump
+
+    main = world.batches["main"]
+    dump = dump_of(world, main.batch_id)
+    first = publish_dump(pg_sessions, world.registry, main.batch_id, dump)
+    assert first.stored and first.cards == 60
+    assert not publish_dump(pg_sessions, world.registry, main.batch_id, dump).stored
+    serial = main.cards[7][0]
+    with pg_sessions() as s:
+        rec = find_card(s, serial.replace("-", ""))
+        assert rec is not None and rec.serial == serial and rec.batch.batch_id == main.batch_id
+        assert rec.batch.root == first.root and rec.leaf.batch_id.hex() == main.batch_id[2:]
+        assert find_card(s, "0" * 20) is None
+
+    # a second anchored batch reusing a published serial: 409 from the COPY, nothing of it stored
+    leaves = leaves_of(dump)
+    bid = bytes.fromhex(world.issuer_client.address[2:]) + secrets.token_bytes(12)
+    copies = [replace(leaf, batch_id=bid, code_commitment=secrets.token_bytes(32)) for leaf in leaves[:2]]
+    copy_id = anchor_leaves(world, copies)
+    with pytest.raises(DumpRejected) as exc:
+        publish_dump(pg_sessions, world.registry, copy_id, make_dump(copies))
+    assert (exc.value.status, exc.value.code) == (409, "serial_conflict")
+    with pg_sessions() as s:
+        assert batch_record(s, copy_id) is None
+        rec = find_card(s, format_serial(leaves[0].serial).replace("-", ""))
+        assert rec.batch.batch_id == main.batch_id

@@ -115,13 +115,21 @@ def test_api_lookups_are_rate_limited_per_client(world, backend):
     limiter.reset()
 
 
-def test_code_checks_are_limited_per_serial_across_clients(world):
-    app = world.app(api=world.api_settings(check_rate_serial="2/hour", check_rate_client="100/minute",
-                                           trust_proxy=True))
-    serial, _ = world.card()
-    other, _ = world.card()
+def test_dump_uploads_are_limited_per_client(world):
+    """Publishing costs a tree rebuild and chain reads: its own, tighter limit, per client, apart from lookups."""
+    from issuer.export import batch_dump
+
+    app = world.app(api=world.api_settings(publish_rate="2/hour", trust_proxy=True))
+    main = world.batches["main"]
+    dump = batch_dump(world.sessions, main.batch_id)
     with TestClient(app) as client:
-        codes = [client.post(f"/v1/cards/{serial}/check", json={"code": "guess"},
-                             headers={"X-Forwarded-For": f"203.0.113.{i}"}).status_code for i in range(3)]
+        codes = [client.put(f"/v1/batches/{main.batch_id}/dump", json=dump,
+                            headers={"X-Forwarded-For": "203.0.113.9"}).status_code for _ in range(3)]
         assert codes == [200, 200, 429]
-        assert client.post(f"/v1/cards/{other}/check", json={"code": "guess"}).status_code == 200
+        r = client.put(f"/v1/batches/{main.batch_id}/dump", json=dump, headers={"X-Forwarded-For": "203.0.113.9"})
+        assert r.json()["error"]["code"] == "rate_limited" and int(r.headers["Retry-After"]) >= 1
+        # lookups are not affected, nor is another client
+        assert client.get(f"/v1/cards/{main.cards[0][0]}", headers={"X-Forwarded-For": "203.0.113.9"}
+                          ).status_code == 200
+        assert client.put(f"/v1/batches/{main.batch_id}/dump", json=dump,
+                          headers={"X-Forwarded-For": "203.0.113.10"}).status_code == 200

@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-PATHS = ["/v1/cards/{serial}", "/v1/cards/{serial}/check", "/v1/cards/{serial}/redeem", "/v1/batches/{batch_id}",
+PATHS = ["/v1/cards/{serial}", "/v1/batches/{batch_id}", "/v1/batches/{batch_id}/dump",
          "/v1/issuers/{address}", "/c/{serial}", "/healthz", "/readyz", "/v1/orders/{order_id}", "/o/{order_id}"]
 
 

@@ -1,4 +1,6 @@
-"""verify_api.verdict.decide: every branch. Never authentic unless anchored on chain with the proof's root."""
+"""verify_api.verdict.decide: every branch. Never authentic unless anchored on chain with the proof's root, by an
+issuer that still holds ISSUER_ROLE. The public side holds no status of its own: revocation and redemption are
+the chain's bits only."""
 
 from __future__ import annotations
 
@@ -8,8 +10,8 @@ from dataclasses import replace
 import pytest
 
 from chain.registry import OnChainBatch
-from issuer.core.leaf import CardLeaf
-from issuer.lookup import BatchRecord, CardRecord
+from issuer.core.leaf import CODE_FORM_EXACT, LEAF_VERSION, CardLeaf
+from verify_api.lookup import BatchRecord, CardRecord
 from verify_api.verdict import VERDICTS, ChainFacts, decide
 
 ISSUER = "0x17c5185167401eD00cF5F5b2fc97D9BBfDb7D025"
@@ -19,10 +21,12 @@ NOW = 1_800_000_000
 
 
 def record(**kw) -> CardRecord:
-    leaf = CardLeaf(BID, 3, 12345, b"GC".ljust(32, b"\0"), 2500, b"USD", kw.pop("expiry", 0), b"\x01" * 32)
-    batch = BatchRecord("0x" + BID.hex(), ISSUER, "Acme", "GC", 2500, "USD", leaf.expiry, 10, "0x" + ROOT.hex(),
-                        "anchored", "0x" + "ab" * 32, 5, dt.datetime.now(dt.UTC), 1, "0x" + "cd" * 20, False)
-    rec = CardRecord("0000-0000-0000-0C1S-?", 3, leaf, [b"\x02" * 32], batch, False, None)
+    leaf = CardLeaf(LEAF_VERSION, BID, 3, 12345, b"GC".ljust(32, b"\0"), 2500, b"USD", kw.pop("expiry", 0),
+                    CODE_FORM_EXACT, b"\x01" * 32)
+    batch = BatchRecord("0x" + BID.hex(), ISSUER, "GC", 2500, "USD", leaf.expiry, CODE_FORM_EXACT, 10,
+                        "0x" + ROOT.hex(), "0x" + "ab" * 32, 5, 1_700_000_000, 1, "0x" + "cd" * 20,
+                        dt.datetime.now(dt.UTC))
+    rec = CardRecord("0000-0000-0000-0C1S-?", 3, leaf, [b"\x02" * 32], batch)
     return replace(rec, **kw)
 
 
@@ -76,7 +80,8 @@ def test_proof_must_lead_to_the_anchored_root(proof_root):
 
 def test_leaf_of_another_batch():
     rec = record()
-    other = CardLeaf(b"\x09" * 32, 3, 12345, rec.leaf.sku, 2500, b"USD", 0, b"\x01" * 32)
+    other = CardLeaf(LEAF_VERSION, b"\x09" * 32, 3, 12345, rec.leaf.sku, 2500, b"USD", 0, CODE_FORM_EXACT,
+                     b"\x01" * 32)
     v = decide(replace(rec, leaf=other), facts(), proof_root=ROOT)
     assert (v.verdict, v.reason) == ("unknown", "proof_invalid")
 
@@ -110,18 +115,21 @@ def test_redeemed_on_chain():
     assert (v.verdict, v.redeemed, v.source) == ("redeemed", True, "chain")
 
 
-def test_database_can_only_make_it_more_cautious():
-    v = decide(record(db_redeemed_at=dt.datetime.now(dt.UTC)), facts(), proof_root=ROOT)
-    assert (v.verdict, v.source) == ("redeemed", "chain+database")
-    v = decide(record(db_revoked=True), facts(), proof_root=ROOT)
-    assert (v.verdict, v.source) == ("revoked", "chain+database")
-
-
-def test_bits_unknown_fall_back_on_the_database():
+def test_bits_unknown_are_not_chain_facts():
     v = decide(record(), facts(rev=None, red=None), proof_root=ROOT)
     assert (v.verdict, v.source) == ("authentic", "database")
-    v = decide(record(db_redeemed_at=dt.datetime.now(dt.UTC)), facts(rev=None, red=None), proof_root=ROOT)
-    assert (v.verdict, v.source) == ("redeemed", "database")
+    # a batch revoked on chain is revoked even when the card's bits could not be read
+    v = decide(record(), facts(batch=onchain(revoked=True, revoke_reason=2), rev=None, red=None), proof_root=ROOT)
+    assert (v.verdict, v.reason) == ("revoked", "batch_revoked")
+
+
+def test_issuer_without_role_vouches_for_nothing():
+    v = decide(record(), facts(), proof_root=ROOT, issuer_has_role=False)
+    assert (v.verdict, v.reason) == ("unknown", "issuer_not_approved")
+    # even a revoked or redeemed card: the issuer's word counts for nothing
+    assert decide(record(), facts(rev=True), proof_root=ROOT, issuer_has_role=False).reason == "issuer_not_approved"
+    assert decide(record(), facts(), proof_root=ROOT, issuer_has_role=True).verdict == "authentic"
+    assert decide(record(), facts(), proof_root=ROOT, issuer_has_role=None).verdict == "authentic"
 
 
 def test_expired():

@@ -1,5 +1,9 @@
-"""The independent verifier: library, `cardproof verify` (live and --proof), and an end-to-end run of
-`cardproof serve --workers 2` on anvil with concurrent redemptions across worker processes."""
+"""The independent verifier against the real API: the library on the API's own answers (honest and tampered),
+`cardproof verify` live and from a saved answer with the registry pinned, and an end-to-end run on anvil with
+`cardproof serve --workers 2` (publish, pin, verify, `--code -`).
+
+Attacks (look-alike registries, fake APIs, made-up cards, struck-off issuers, wrong codes) are in
+test_verifier_attacks.py."""
 
 from __future__ import annotations
 
@@ -10,18 +14,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+import chain.client
 from issuer.revocation import RevokeReason, revoke_serials
-from verify_api.verifier import mismatches, verify_answer
+from tests.clikit import in_process_cli
+from verify_api.verifier import EXIT_MISMATCH, EXIT_UNVERIFIABLE, Outcome, mismatches, read_card_secret, verify
 
 REPO = Path(__file__).resolve().parents[2]
-CARDPROOF = [sys.executable, "-c", "from verify_api.console import entry; entry()"]
+CARDPROOF = [sys.executable, "-c", "from cardproof.console import entry; entry()"]
 
 
 def answer(api, serial: str) -> dict:
@@ -30,26 +35,30 @@ def answer(api, serial: str) -> dict:
     return r.json()
 
 
-def test_honest_answers_are_confirmed(asgi_client, world):
-    serial, _ = world.card()
+def test_the_apis_honest_answers(asgi_client, world):
+    serial, code = world.card()
     a = answer(asgi_client, serial)
-    claims = verify_answer(a, world.registry, serial=serial, registry_pinned=True)
-    assert mismatches(claims) == [] and len(claims) >= 20
-    names = {c.claim for c in claims}
-    for wanted in ("the proof leads to the root", "the anchored root", "the issuer's role", "the revocation bit",
-                   "the redemption bit", "the anchor transaction", "the verdict 'authentic'"):
+    secret = read_card_secret(f"{code}\n{world.opening(serial)}\n")
+    result = verify(a, world.registry, serial=serial, secret=secret)
+    assert result.outcome is Outcome.CONFIRMED and len(result.claims) >= 20, mismatches(result.claims)
+    names = {c.claim for c in result.claims}
+    for wanted in ("the registry", "the proof leads to the anchored root", "the issuer's role", "the issuer's name",
+                   "the revocation bit", "the redemption bit", "the anchor transaction", "the verdict 'authentic'",
+                   "the code opens the card's commitment"):
         assert wanted in names
-    # Revoked, pending and unknown answers are confirmed too.
+    assert result.issuer_name == "Acme Gift Cards" and result.issuer_has_role is True
+    # Revoked: confirmed too, 'revoked' is what the chain says.
     revoke_serials(world.sessions, world.registry, [serial], RevokeReason(1))
     deadline = time.monotonic() + 5  # the status cache's TTL (chain_ttl) is 0.2 s in these tests
     while answer(asgi_client, serial)["verdict"] != "revoked":
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    assert mismatches(verify_answer(answer(asgi_client, serial), world.registry, serial=serial)) == []
-    pending = world.batches["pending"].cards[1][0]
-    assert mismatches(verify_answer(answer(asgi_client, pending), world.registry, serial=pending)) == []
-    unknown = answer(asgi_client, "0000-0000-0000-0000-0")
-    assert mismatches(verify_answer(unknown, world.registry, serial="0000-0000-0000-0000-0")) == []
+    assert verify(answer(asgi_client, serial), world.registry, serial=serial).outcome is Outcome.CONFIRMED
+    # A card the public service does not know (minted, not anchored, so not published) and a serial nobody
+    # minted: 'unknown', which the chain cannot confirm.
+    for s in (world.batches["pending"].cards[1][0], "0000-0000-0000-0000-0"):
+        result = verify(answer(asgi_client, s), world.registry, serial=s)
+        assert result.outcome is Outcome.UNVERIFIABLE and result.exit_status == EXIT_UNVERIFIABLE
 
 
 @pytest.mark.parametrize("tamper, claim", [
@@ -57,57 +66,58 @@ def test_honest_answers_are_confirmed(asgi_client, world):
     (lambda a: a["product"].update(face_value=999_999), "the product is the leaf's"),
     (lambda a: a["status"].update(redeemed=True), "the redemption bit"),
     (lambda a: a["issuer"].update(has_role=False), "the issuer's role"),
+    (lambda a: a["issuer"].update(name="Acme Gift Cards Ltd"), "the issuer's name"),
     (lambda a: a["batch"].update(card_count=1_000_000), "the card count"),
     (lambda a: a["batch"].update(chain_id=1), "the chain id"),
+    (lambda a: a["batch"].update(registry="0x" + "12" * 20), "the registry"),
     (lambda a: a["batch"].update(anchor_tx="0x" + "11" * 32), "the anchor transaction"),
     (lambda a: a["proof"]["proof"].reverse() if len(a["proof"]["proof"]) > 1 else a["proof"]["proof"].append(
-        "0x" + "22" * 32), "the proof leads to the root"),
-    (lambda a: a["proof"]["value"].__setitem__(7, "0x" + "33" * 32), "the proof leads to the root"),
+        "0x" + "22" * 32), "the proof leads to the anchored root"),
+    (lambda a: a["proof"]["value"].__setitem__(9, "0x" + "33" * 32), "the proof leads to the anchored root"),
     (lambda a: a.update(serial="0000-0000-0000-0000-0"), "the serial is the leaf's"),
 ])
 def test_tampered_answers_are_caught(asgi_client, world, tamper, claim):
     serial = world.batches["main"].cards[-1][0]
     a = copy.deepcopy(answer(asgi_client, serial))
     tamper(a)
-    bad = {c.claim for c in mismatches(verify_answer(a, world.registry))}
-    assert claim in bad
+    result = verify(a, world.registry)
+    assert claim in {c.claim for c in mismatches(result.claims)}
+    assert result.exit_status == EXIT_MISMATCH
 
 
 def test_verdict_without_proof_is_a_mismatch(world):
     a = {"serial": "0000-0000-0000-0000-0", "verdict": "authentic", "proof": {"value": []}}
-    assert mismatches(verify_answer(a, world.registry))
+    assert verify(a, world.registry).outcome is Outcome.MISMATCH
 
 
 def test_cli_verify_live_and_from_file(live_server, world, monkeypatch, tmp_path, capsys):
-    import verify_api.cli as cli
-    from verify_api.console import main
+    with in_process_cli(tmp_path, monkeypatch, capsys) as cli:
+        monkeypatch.setattr(chain.client, "_in_process", (world.tester, world.admin.w3))  # the world's chain
+        serial = world.batches["main"].cards[-2][0]
+        r = cli.fails("verify", f"{live_server.url}/c/{serial}")  # nothing pinned yet
+        assert "cardproof registry pin" in r.err
 
-    monkeypatch.setattr(cli, "_registry", lambda rpc, address: world.registry)
-    serial = world.batches["main"].cards[-2][0]
-    rc = main(["verify", f"{live_server.url}/c/{serial}"])
-    out = capsys.readouterr()
-    assert rc == 0, out.err
-    assert "all" in out.out and "claims confirmed on chain" in out.out and "✓ the anchored root" in out.out
+        cli.ok("registry", "pin", world.registry.address)
+        r = cli.ok("verify", f"{live_server.url}/c/{serial}")
+        assert "claims confirmed on chain" in r.out and "✓ the proof leads to the anchored root" in r.out
+        data = cli.ok("verify", serial, "--api", live_server.url, "--json").json
+        assert data["outcome"] == "confirmed" and data["verdict"] == "authentic"
+        assert data["registry"]["address"] == world.registry.address
 
-    rc = main(["verify", serial, "--api", live_server.url, "--json"])
-    data = json.loads(capsys.readouterr().out)
-    assert rc == 0 and data["confirmed"] is True and data["verdict"] == "authentic"
-
-    saved = httpx.get(f"{live_server.url}/v1/cards/{serial}").json()
-    f = tmp_path / "answer.json"
-    f.write_text(json.dumps(saved))
-    assert main(["verify", "--proof", str(f)]) == 0
-    capsys.readouterr()
-    saved["verdict"] = "redeemed"
-    f.write_text(json.dumps(saved))
-    assert main(["verify", "--proof", str(f)]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("cardproof: 1 of") and "the verdict 'redeemed'" in err[0]
-    f.write_text("not json")
-    assert main(["verify", "--proof", str(f)]) == 1
-    assert "not a JSON answer" in capsys.readouterr().err
-    assert main(["verify", "not-a-serial", "--api", live_server.url]) == 1
-    assert capsys.readouterr().err.startswith("cardproof: ")
+        saved = httpx.get(f"{live_server.url}/v1/cards/{serial}").json()
+        f = tmp_path / "answer.json"
+        f.write_text(json.dumps(saved))
+        cli.ok("verify", "--proof", f)
+        saved["verdict"] = "redeemed"
+        f.write_text(json.dumps(saved))
+        r = cli("verify", "--proof", f)
+        assert r.rc == EXIT_MISMATCH and r.err.count("\n") == 1
+        assert r.err.startswith("cardproof: 1 of") and "the verdict 'redeemed'" in r.err
+        f.write_text("not json")
+        assert "not a JSON answer" in cli.fails("verify", "--proof", f).err
+        cli.fails("verify", "not-a-serial", "--api", live_server.url)
+        r = cli("verify", "0000-0000-0000-0000-0", "--api", live_server.url)
+        assert r.rc == EXIT_UNVERIFIABLE and "claims confirmed" not in r.out
 
 
 # --------------------------------------------------------------------------- end to end on anvil
@@ -129,13 +139,18 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
 
 @pytest.mark.anvil
 def test_end_to_end_serve_two_workers_on_anvil(_anvil_session):
+    from sqlalchemy import select
+
+    from chain.settings import get_settings
     from issuer.anchoring import anchor_batch
+    from issuer.core.commitment import derive_batch_keys, derive_opening, format_opening
+    from issuer.core.serial import format_serial, parse_serial
     from issuer.minting import MintRequest, mint_batch
+    from issuer.publishing import publish_batch
     from issuer.secrets_store import MasterKey
     from issuer.storage.db import open_database
-    from chain.settings import get_settings
+    from issuer.storage.models import Batch, Card
     from tests.api.world import free_port
-    from verify_api.auth import create_api_key
 
     env = _anvil_session
     node_url = env.extra["node"].url
@@ -151,59 +166,57 @@ def test_end_to_end_serve_two_workers_on_anvil(_anvil_session):
         mk = MasterKey.from_text(key_hex)
         res = mint_batch(sessions, mk, issuer.address, MintRequest(sku="E2E-10", face_value="10", currency="EUR",
                                                                    codes_csv=home / "codes.csv"))
-        anchor_batch(sessions, env.registry("issuer"), res.batch_id)
-        from sqlalchemy import select
-
-        from issuer.core.serial import format_serial, parse_serial
-        from issuer.storage.models import Batch, Card
-
+        registry = env.registry("issuer")
+        anchor_batch(sessions, registry, res.batch_id)
         with sessions() as s:
             rows = s.execute(select(Card.index, Card.serial).join(Batch, Card.batch_pk == Batch.id)
                              .where(Batch.batch_id == res.batch_id).order_by(Card.index)).all()
-        cards = [(format_serial(parse_serial(serial)), codes[i]) for i, serial in rows]
-        with sessions.begin() as s:
-            api_key, _ = create_api_key(s, issuer.address, "e2e")
-        engine.dispose()
+            batch = s.scalar(select(Batch).where(Batch.batch_id == res.batch_id))
+            open_key = derive_batch_keys(mk.unwrap_batch_secret(batch.batch_id_bytes, bytes(batch.secret_ct)))[0]
+            batch_id = batch.batch_id_bytes
+        cards = [(format_serial(parse_serial(serial)), codes[i], format_opening(derive_opening(open_key, i)))
+                 for i, serial in rows]
 
         port = free_port()
         child_env = {**os.environ, "CARDPROOF_HOME": str(home), "CARDPROOF_RPC_URL": node_url,
-                     "CARDPROOF_MASTER_KEY": key_hex, "CARDPROOF_PRIVATE_KEY": "0x" + issuer.key.hex(),
                      "CARDPROOF_PUBLIC_URL": f"http://127.0.0.1:{port}", "PYTHONPATH": str(REPO),
                      "CARDPROOF_API_LOOKUP_RATE": "10000/minute"}
-        child_env.pop("CARDPROOF_REDIS_URL", None)
-        child_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        for name in ("CARDPROOF_REDIS_URL", "PROMETHEUS_MULTIPROC_DIR", "CARDPROOF_REGISTRIES", "CARDPROOF_MASTER_KEY",
+                     "CARDPROOF_PRIVATE_KEY", "CARDPROOF_DATABASE_URL", "CARDPROOF_PUBLIC_DATABASE_URL"):
+            child_env.pop(name, None)
         proc = subprocess.Popen(CARDPROOF + ["serve", "--port", str(port), "--workers", "2"], env=child_env,
                                 cwd=str(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             base = f"http://127.0.0.1:{port}"
             _wait_http(f"{base}/healthz", proc)
-            assert httpx.get(f"{base}/readyz", timeout=10).json()["status"] == "ready"
+            publish_batch(sessions, res.batch_id, base)
+            engine.dispose()
             body = httpx.get(f"{base}/v1/cards/{cards[0][0]}", timeout=10).json()
             assert body["verdict"] == "authentic" and body["batch"]["chain_id"] == env.extra["node"].chain_id
 
-            # Exactly one of concurrent redemptions wins, across two worker processes.
-            serial, code = cards[1]
-            results: list[int] = []
-            barrier = threading.Barrier(6)
+            def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+                return subprocess.run(CARDPROOF + list(args), env=child_env, cwd=str(home), input=stdin,
+                                      capture_output=True, text=True, timeout=120)
 
-            def go() -> None:
-                with httpx.Client(timeout=60) as c:
-                    barrier.wait()
-                    results.append(c.post(f"{base}/v1/cards/{serial}/redeem", json={"code": code},
-                                          headers={"Authorization": f"Bearer {api_key}"}).status_code)
+            unpinned = run("verify", f"{base}/c/{cards[0][0]}", "--rpc", node_url)
+            assert unpinned.returncode == 1 and unpinned.stdout == "" and unpinned.stderr.count("\n") == 1
+            assert "cardproof registry pin" in unpinned.stderr
+            assert run("registry", "pin", env.registry_address, "--rpc", node_url).returncode == 0
 
-            threads = [threading.Thread(target=go) for _ in range(6)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            assert sorted(results) == [200] + [409] * 5
-
-            run = lambda *args: subprocess.run(CARDPROOF + list(args), env=child_env, cwd=str(home),  # noqa: E731
-                                               capture_output=True, text=True, timeout=120)
             ok = run("verify", f"{base}/c/{cards[0][0]}", "--rpc", node_url)
-            assert ok.returncode == 0, ok.stdout + ok.stderr
+            assert ok.returncode == 0 and ok.stderr == "", ok.stdout + ok.stderr
             assert "claims confirmed on chain" in ok.stdout
+            serial, code, opening = cards[1]
+            checked = run("verify", f"{base}/c/{serial}", "--rpc", node_url, "--code", "-",
+                          stdin=f"{code}\n{opening}\n")
+            assert checked.returncode == 0 and "✓ the code opens the card's commitment" in checked.stdout
+            wrong = run("verify", f"{base}/c/{serial}", "--rpc", node_url, "--code", "-",
+                        stdin=f"{cards[2][1]}\n{opening}\n")
+            assert wrong.returncode == 1 and "the code opens the card's commitment" in wrong.stderr
+            for secret in (code, opening, cards[2][1]):
+                assert secret not in checked.stdout + checked.stderr + wrong.stdout + wrong.stderr
+
+            registry.mark_redeemed(batch_id, [1])  # the chain changes; both workers' answers follow it
             deadline = time.monotonic() + 10
             while httpx.get(f"{base}/v1/cards/{serial}").json()["verdict"] != "redeemed":
                 assert time.monotonic() < deadline
@@ -215,7 +228,7 @@ def test_end_to_end_serve_two_workers_on_anvil(_anvil_session):
             saved["verdict"] = "revoked"
             (home / "tampered.json").write_text(json.dumps(saved))
             bad = run("verify", "--proof", str(home / "tampered.json"), "--rpc", node_url)
-            assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "not confirmed" in bad.stderr
+            assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "contradicted by the chain" in bad.stderr
             metrics = httpx.get(f"{base}/metrics").text
             assert 'cardproof_api_requests_total{' in metrics
         finally:

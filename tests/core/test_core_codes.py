@@ -8,6 +8,8 @@ import time
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from issuer.codes import (
     CROCKFORD_ALPHABET,
@@ -17,7 +19,9 @@ from issuer.codes import (
     generate_codes,
     normalize_imported_code,
 )
+from issuer.core.commitment import canonical_code
 from issuer.core.errors import CoreError, InvalidCode
+from issuer.core.leaf import CODE_FORM_EXACT, CODE_FORM_FOLDED
 
 
 def test_default_format_has_100_bits():
@@ -140,3 +144,51 @@ def test_normalize_rejects_without_leaking(bad, reason):
     assert isinstance(err, CoreError) and isinstance(err, ValueError)
     assert err.reason == reason
     assert "S3CR3T" not in str(err) and "S3CR3T" not in repr(err)
+
+
+# -- the leaf codeForm of generated codes --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fmt, form",
+    [
+        (DEFAULT_FORMAT, CODE_FORM_FOLDED),
+        (CodeFormat("0123456789", 16, 4, " "), CODE_FORM_FOLDED),
+        (CodeFormat("ABC", 7, 0, "-"), CODE_FORM_FOLDED),
+        (CodeFormat("ABC_", 8, 4, "."), CODE_FORM_FOLDED),
+        (CodeFormat("abcdefghijklmnopqrstuvwxyz", 12, 4, ""), CODE_FORM_EXACT),
+        (CodeFormat("ABCabc", 12, 4, " "), CODE_FORM_EXACT),
+        (CodeFormat("AB-", 12, 4, " "), CODE_FORM_EXACT),
+    ],
+)
+def test_code_form_of_a_format(fmt, form):
+    assert fmt.code_form == form
+
+
+def _format_or_none(**kw):
+    try:
+        return CodeFormat(**kw)
+    except ValueError:  # a separator symbol in the alphabet, and the like
+        return None
+
+
+_FORMATS = st.builds(
+    _format_or_none,
+    alphabet=st.sets(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=2, max_size=12).map("".join),
+    length=st.integers(1, 12),
+    group_size=st.integers(0, 5),
+    separator=st.sampled_from(["", "-", " ", "--", " - ", ".", "_"]),
+).filter(lambda f: f is not None)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_FORMATS)
+def test_folding_never_merges_two_generated_codes(fmt):
+    codes = generate_codes(min(40, len(fmt.alphabet) ** fmt.length), fmt)
+    form = fmt.code_form
+    canon = {canonical_code(c, form) for c in codes}
+    assert len(canon) == len(codes)  # distinct codes stay distinct once canonical
+    if form == CODE_FORM_FOLDED:
+        # What a cashier types (any case, separators anywhere) is the same code.
+        c = codes[0]
+        assert canonical_code(c.lower().replace("-", " "), form) == canonical_code(c, form)

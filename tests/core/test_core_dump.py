@@ -13,13 +13,12 @@ from issuer.core.leaf import LEAF_ENCODING, leaf_hash, leaf_hashes
 from issuer.core.merkle import _build_nodes, build_tree, verify_proof
 
 FIXTURE = FIXTURES / "oz_standard_v1_6.json"
-# Made by @openzeppelin/merkle-tree 1.0.8: StandardMerkleTree.of(values, LEAF_ENCODING) over
-# kat_leaf(3), kat_leaf(0), kat_leaf(4), kat_leaf(1), kat_leaf(2), kat_leaf(1) (a duplicate), then
-# JSON.stringify(tree.dump()).
+# Made by @openzeppelin/merkle-tree 1.0.8 (tests/core/make_kats.mjs --write-fixture): StandardMerkleTree.of(values,
+# LEAF_ENCODING) over kat_leaf(3), kat_leaf(0), kat_leaf(4), kat_leaf(1), kat_leaf(2), kat_leaf(1) (a duplicate),
+# leaf version 2, then JSON.stringify(tree.dump()).
 FIXTURE_ORDER = [3, 0, 4, 1, 2, 1]
-FIXTURE_ROOT = "f23ff23041e1c269aa33cc008a49b2c69d054383de9ee0ed2e11f0aec8fc3c51"
-FIXTURE_TREE_INDICES = [9, 5, 6, 8, 10, 7]
-
+FIXTURE_ROOT = "524b3594c179c01e03ee9a4927cf15dab08c67602d4defd7b91412fc93a284ec"
+FIXTURE_TREE_INDICES = [5, 8, 7, 10, 6, 9]
 
 def _fixture() -> dict:
     return json.loads(FIXTURE.read_text())
@@ -61,6 +60,12 @@ def _mutations():
         fn(d)
         return d
 
+    def flip(code_form: str) -> str:
+        return "1" if code_form == "0" else "0"
+
+    def v1_shape(value: list) -> list:
+        return value[1:8] + value[9:]  # no version, no codeForm
+
     def swap_leaf_nodes(d):
         # Swap two leaves and their treeIndex: every value still hashes to its node, the rest fails.
         t, v = d["tree"], d["values"]
@@ -81,8 +86,13 @@ def _mutations():
         "node missing": m(lambda d: d["tree"].pop()),
         "value missing": m(lambda d: d["values"].pop()),
         "no values": m(lambda d: d.update(values=[], tree=[])),
-        "value field": m(lambda d: d["values"][0]["value"].__setitem__(4, "2501")),
-        "value bad": m(lambda d: d["values"][0]["value"].__setitem__(5, "0x657572")),
+        "value field": m(lambda d: d["values"][0]["value"].__setitem__(5, "2501")),
+        "value bad": m(lambda d: d["values"][0]["value"].__setitem__(6, "0x657572")),
+        "value version 1": m(lambda d: d["values"][0]["value"].__setitem__(0, "1")),
+        "value codeForm 2": m(lambda d: d["values"][0]["value"].__setitem__(8, "2")),
+        "value codeForm flipped": m(lambda d: d["values"][0]["value"].__setitem__(8, flip(d["values"][0]["value"][8]))),
+        "value v1 shape": m(lambda d: d["values"][0].update(value=v1_shape(d["values"][0]["value"]))),
+        "encoding v1": m(lambda d: d.update(leafEncoding=LEAF_ENCODING[1:8] + LEAF_ENCODING[9:])),
         "value short": m(lambda d: d["values"][0]["value"].pop()),
         "treeIndex moved": m(lambda d: d["values"][0].update(treeIndex=d["values"][1]["treeIndex"])),
         "treeIndex internal": m(lambda d: d["values"][0].update(treeIndex=0)),

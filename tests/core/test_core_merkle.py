@@ -22,16 +22,16 @@ from issuer.core.merkle import (
     verify_proof,
 )
 
-# Roots of StandardMerkleTree.of([kat_leaf(0), ..., kat_leaf(k-1)], LEAF_ENCODING), computed once with
-# @openzeppelin/merkle-tree 1.0.8 (tests/core/oz_tree.mjs) and pinned.
+# Roots of StandardMerkleTree.of([kat_leaf(0), ..., kat_leaf(k-1)], LEAF_ENCODING) (leaf version 2), computed once
+# with @openzeppelin/merkle-tree 1.0.8 by tests/core/make_kats.mjs (`katRoots`) and pinned.
 KAT_ROOTS = {
-    1: "d0329181e4ab52601f60dc04e39db8b3e1fc2ba1c60a4e43856fbcbf33f44d82",
-    2: "65a32b9cad35a167c62eec80c804197b1179d21ade0acc644e1056efc957128f",
-    3: "5555facbca295fec1c6db9294ad1da7fdd4e91c276dc651aee9c3a10d8a54bc3",
-    4: "b26b4ac4010eb0d5f7a01ded7c03be75b5a97e59052ff9ecee05bf10fa42d7d9",
-    5: "cbc7f3fefbf361a5eb3ceff55ffdf5248d51426741cd1aca21bb3f74eda26a95",
-    6: "3adf8ef38a1212d3e6b56ab45d9e606f34592a58575a54397cf92c0f0b613494",
-    7: "2cf338a08fde92b5ac0c9a82a5c4b7e64ea78683b9b07787bcf4a3a2df859b5b",
+    1: "432510e961a9196f1831bad9949c0c3add00f75b89437ff0cc06b58297ab1e04",
+    2: "898752139b73ece99406f887a78466a51d5d441368ce8f043bbb982290d2f7bf",
+    3: "a46463f903737a5dbc73c2d8377df8cad1bfbf91fb7a2ccca1f1057c0e494509",
+    4: "8da1a29a0b4640404aff2cfedc67e6fba8f9785a0bb4509fdcc46b162613966e",
+    5: "3e4d1ea3635be04fbae25ad587a3ae3ac3ba59e2d0efe816b746e1d423e7e59c",
+    6: "d46ee6e4bf3f221245dd24286ea403e73af5017fae9726fd9001f2d81a6a0ef9",
+    7: "7c210d2652c2427bd82259764a1d5cd9b96ee8645f39d23a627809140e787758",
 }
 
 hashes32 = st.binary(min_size=32, max_size=32)

@@ -8,11 +8,11 @@ import random
 import subprocess
 
 import pytest
-from core_testlib import MAX_LEAF, REPO, kat_leaf
+from core_testlib import FIXTURES, KAT_SCRIPT, MAX_LEAF, REPO, kat_leaf
 
 from issuer.core.dump import dump_json, load_dump, make_dump
 from issuer.core.errors import InvalidTreeDump
-from issuer.core.leaf import CardLeaf, leaf_hashes, sku_to_bytes32
+from issuer.core.leaf import LEAF_VERSION, CardLeaf, leaf_hashes, sku_to_bytes32
 from issuer.core.merkle import build_tree
 
 SEED = int(os.environ.get("CARDPROOF_TEST_SEED", random.SystemRandom().randrange(2**32)))
@@ -25,6 +25,7 @@ def _random_batch(rng: random.Random, n: int) -> list[CardLeaf]:
     for i in range(n):
         out.append(
             CardLeaf(
+                version=LEAF_VERSION,
                 batch_id=batch_id if rng.random() < 0.9 else rng.randbytes(32),
                 index=i if rng.random() < 0.9 else rng.randrange(2**32),
                 serial=rng.randrange(2**80),
@@ -32,6 +33,7 @@ def _random_batch(rng: random.Random, n: int) -> list[CardLeaf]:
                 face_value=rng.choice([0, 1, 2500, 2**128 - 1, rng.randrange(2**128)]),
                 currency=rng.choice([b"EUR", b"USD", b"JPY", b"ZZZ"]),
                 expiry=rng.choice([0, 1893456000, 2**64 - 1]),
+                code_form=rng.choice([0, 1]),
                 code_commitment=rng.randbytes(32),
             )
         )
@@ -117,9 +119,10 @@ def test_both_sides_reject_the_same_tampered_dumps(oz, batches):
     d = json.loads(json.dumps(good))
     d["tree"][1] = "0x" + "00" * 32
     tampered.append(d)
-    d = json.loads(json.dumps(good))
-    d["values"][0]["value"][4] = str(int(d["values"][0]["value"][4]) ^ 1)
-    tampered.append(d)
+    for pos in (5, 0, 8):  # faceValue, version, codeForm
+        d = json.loads(json.dumps(good))
+        d["values"][0]["value"][pos] = str(int(d["values"][0]["value"][pos]) ^ 1)
+        tampered.append(d)
     d = json.loads(json.dumps(good))
     d["format"] = "standard-v0"
     tampered.append(d)
@@ -138,3 +141,34 @@ def test_bench_script_runs(oz):
     last = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(last) == {"count", "python_s", "oz_js_s", "ratio", "roots_equal"}
     assert last["count"] == 300 and last["roots_equal"] is True
+
+
+def test_kat_generator_reproduces_every_pinned_answer(oz):
+    """tests/core/make_kats.mjs (OZ JS and node:crypto, no Python) still gives the answers pinned in the tests."""
+    import test_core_commitment as c
+    import test_core_dump as d
+    import test_core_leaf as lf
+    import test_core_merkle as m
+
+    from tests.chain import test_registry_verify as chain
+
+    out = subprocess.run(["node", str(KAT_SCRIPT)], cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+    kats = json.loads(out.stdout)
+    assert kats["leafEncoding"] == lf.ENCODING_V2
+    assert kats["katLeaf0Hash"] == "0x" + lf.KAT_LEAF0_HASH
+    assert kats["maxLeafHash"] == "0x" + lf.KAT_MAX_LEAF_HASH
+    assert {int(k): v for k, v in kats["katRoots"].items()} == {k: "0x" + v for k, v in m.KAT_ROOTS.items()}
+    assert kats["fixture"] == {"order": d.FIXTURE_ORDER, "root": "0x" + d.FIXTURE_ROOT,
+                               "treeIndices": d.FIXTURE_TREE_INDICES}
+    assert kats["chain"] == {"root": "0x" + chain.KAT_ROOT.hex(), "leaf0Hash": "0x" + chain.KAT_LEAF0_HASH.hex(),
+                             "proof0": ["0x" + p.hex() for p in chain.KAT_PROOF0]}
+    k = kats["commitment"]
+    assert (k["openKey"], k["encKey"]) == ("0x" + c.KAT_OPEN_KEY, "0x" + c.KAT_ENC_KEY)
+    assert {int(i): v for i, v in k["openings"].items()} == {i: "0x" + v for i, v in c.KAT_OPENINGS.items()}
+    assert {int(i): v for i, v in k["formatted"].items()} == c.KAT_FORMATTED
+    assert (k["formattedZero"], k["formattedMax"]) == (c.KAT_FORMATTED_ZERO, c.KAT_FORMATTED_MAX)
+    assert (k["folded0"], k["exact0"], k["exactUtf8_1"]) == (
+        "0x" + c.KAT_COMMITMENT_FOLDED, "0x" + c.KAT_COMMITMENT_EXACT, "0x" + c.KAT_COMMITMENT_UTF8)
+    # The committed fixture is what OZ dumps for those leaves, byte for byte.
+    again = oz.of([kat_leaf(i).to_json() for i in d.FIXTURE_ORDER])
+    assert again["dumpText"] == (FIXTURES / "oz_standard_v1_6.json").read_text().strip()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from issuer.core.commitment import derive_batch_keys
+from issuer.core.commitment import code_commitment, derive_batch_keys, derive_opening
 from issuer.minting import MintRequest, MintResult, mint_batch
 from issuer.secrets_store import CodeCipher, MasterKey
 from issuer.storage import repository as repo
@@ -31,7 +31,7 @@ def mint(sessions: sessionmaker[Session], master_key: MasterKey, issuer: str = I
 
 
 def batch_keys(sessions: sessionmaker[Session], master_key: MasterKey, batch_id: str) -> tuple[bytes, bytes]:
-    """(commit_key, enc_key) of a stored batch."""
+    """(open_key, enc_key) of a stored batch."""
     with sessions() as s:
         batch = repo.get_batch(s, batch_id)
         secret = master_key.unwrap_batch_secret(batch.batch_id_bytes, bytes(batch.secret_ct))
@@ -39,21 +39,28 @@ def batch_keys(sessions: sessionmaker[Session], master_key: MasterKey, batch_id:
 
 
 def cards_of(sessions: sessionmaker[Session], master_key: MasterKey, batch_id: str) -> list[dict]:
-    """Every card of a batch, index order, with its code decrypted (as the export does)."""
-    _, enc_key = batch_keys(sessions, master_key, batch_id)
+    """Every card of a batch, index order, with its code decrypted and its opening derived (as the export
+    does), and the batch's code form."""
+    open_key, enc_key = batch_keys(sessions, master_key, batch_id)
     cipher = CodeCipher(enc_key)
     out = []
     with sessions() as s:
         batch = repo.get_batch(s, batch_id)
-        bid = batch.batch_id_bytes
+        bid, form = batch.batch_id_bytes, int(batch.code_form)
         for card in repo.iter_cards(s, batch.id):
             out.append({
                 "id": card.id, "index": card.index, "serial": card.serial, "tree_pos": card.tree_pos,
                 "commitment": bytes(card.code_commitment), "fingerprint": bytes(card.code_fingerprint),
                 "code": cipher.decrypt(bid, card.index, bytes(card.code_ct)),
                 "redeemed_at": card.redeemed_at, "revoked": card.revoked,
+                "opening": derive_opening(open_key, card.index), "code_form": form,
             })
     return out
+
+
+def expected_commitment(card: dict, code: str | None = None) -> bytes:
+    """The leaf commitment of a card (from ``cards_of``) to its code (or ``code``), from the core alone."""
+    return code_commitment(card["opening"], card["code"] if code is None else code, card["code_form"])
 
 
 def table_counts(sessions: sessionmaker[Session]) -> dict[str, int]:

@@ -279,3 +279,98 @@ def test_cli_on_postgresql(cli, deployed, request):
         assert cli.ok("batches", "--json").json == []  # nothing went to the default SQLite file
     finally:
         dbutil.drop_schema(url)
+
+
+# --- publish: the supplier sends the public dump to a public service ---------------------------------
+
+
+@pytest.fixture
+def public_service(cli, deployed):
+    """`cardproof serve`'s app on a live loopback server, on the same in-process chain and its own database
+    (CARDPROOF_PUBLIC_DATABASE_URL unset: $CARDPROOF_HOME/public.db)."""
+    from chain.settings import get_settings
+    from tests.api.world import LiveServer
+    from verify_api.app import create_app
+
+    cli.env("CARDPROOF_PUBLIC_DATABASE_URL", None)
+    with LiveServer(create_app(get_settings())) as server:
+        yield server
+
+
+def public_rows(home: Path) -> dict[str, list[dict]]:
+    import sqlalchemy as sa
+
+    from issuer.storage.db import make_engine
+    from verify_api.storage.models import import_all_models
+
+    eng = make_engine(f"sqlite:///{home / 'public.db'}")
+    try:
+        with eng.connect() as conn:
+            return {t.name: [dict(r) for r in conn.execute(sa.select(t)).mappings()]
+                    for t in import_all_models().sorted_tables}
+    finally:
+        eng.dispose()
+
+
+def test_publish_end_to_end(cli, deployed, public_service, tmp_path):
+    import httpx
+
+    from issuer.core.commitment import opens, parse_opening
+    from issuer.core.leaf import CardLeaf
+
+    minted = mint_json(cli, "--count", "4")
+    cli.ok("anchor", minted["batch_id"])
+    cli.ok("export", minted["batch_id"], "--out", tmp_path / "e", "--no-qr")
+    cards = exported_rows(tmp_path / "e")
+    serial = cards[1]["serial"]
+    assert httpx.get(f"{public_service.url}/v1/cards/{serial}").json()["verdict"] == "unknown"  # not yet
+
+    published = cli.ok("publish", minted["batch_id"], "--api", public_service.url, "--json").json
+    assert published["batch_id"] == minted["batch_id"] and published["cards"] == 4
+    assert published["root"] == minted["root"] and published["stored"] is True
+    assert published["api"] == public_service.url
+    # Again: harmless, nothing stored twice.
+    again = cli.ok("publish", minted["batch_id"], "--api", public_service.url + "/")
+    assert again.out.startswith(f"{minted['batch_id']}: already published at {public_service.url}")
+
+    # The public service stored the batch in its own database, and answers for its cards from it.
+    rows = public_rows(cli.home)
+    assert [b["batch_id"] for b in rows["pub_batches"]] == [minted["batch_id"]]
+    assert len(rows["pub_cards"]) == 4
+    answer = httpx.get(f"{public_service.url}/v1/cards/{serial}").json()
+    assert answer["verdict"] == "authentic"
+    assert answer["issuer"]["address"] == deployed
+    # The holder's code and opening open the leaf the public side serves; the public side holds neither.
+    leaf = CardLeaf.from_json(answer["proof"]["value"])
+    assert leaf.index == int(cards[1]["index"]) and format_serial(leaf.serial) == serial
+    assert opens(cards[1]["code"], parse_opening(cards[1]["opening"]), leaf.code_form, leaf.code_commitment)
+    assert not opens(cards[2]["code"], parse_opening(cards[2]["opening"]), leaf.code_form, leaf.code_commitment)
+    stored = json.dumps(rows, default=lambda v: v.hex() if isinstance(v, bytes) else str(v))
+    for c in cards:
+        assert c["code"] not in stored and c["opening"] not in stored
+        assert parse_opening(c["opening"]).hex() not in stored
+    # The supplier's database holds no public table, the public one no supplier table.
+    import sqlalchemy as sa
+
+    for db, absent in (("cardproof.db", "pub_batches"), ("public.db", "cards")):
+        eng = sa.create_engine(f"sqlite:///{cli.home / db}")
+        try:
+            assert absent not in sa.inspect(eng).get_table_names()
+        finally:
+            eng.dispose()
+
+
+def test_publish_refusals_are_one_line(cli, deployed, public_service):
+    minted = mint_json(cli, "--count", "2")
+    # Not anchored: refused before anything is sent.
+    cli.fails("publish", minted["batch_id"], "--api", public_service.url, rc=1, match="anchor it first")
+    cli.ok("anchor", minted["batch_id"])
+    # Unreachable service.
+    dead = f"http://127.0.0.1:{free_port()}"
+    r = cli.fails("publish", minted["batch_id"], "--api", dead, rc=1, match="cannot reach the public service")
+    assert dead in r.err
+    cli.fails("publish", "0x" + "00" * 32, "--api", public_service.url, rc=1, match="not found")
+    assert public_rows(cli.home)["pub_batches"] == []
+    # The default service is CARDPROOF_PUBLIC_URL.
+    cli.env("CARDPROOF_PUBLIC_URL", public_service.url)
+    assert cli.ok("publish", minted["batch_id"], "--json").json["stored"] is True

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from issuer.core.commitment import code_commitment
+from issuer.core.leaf import CODE_FORM_EXACT, CODE_FORM_FOLDED
 from issuer.csv_import import parse_codes_csv
 from issuer.errors import DuplicateCode, InvalidCount, InvalidCsv, IssuerError
 from issuer.storage import repository as repo
-from tests.issuer.helpers import batch_keys, cards_of, mint, table_counts
+from tests.issuer.helpers import cards_of, mint, table_counts
 
 
 def write(tmp_path, content: str | bytes, name: str = "codes.csv"):
@@ -45,9 +46,21 @@ def test_accepted_csv(sessions, master_key, tmp_path, content, codes):
     res = mint(sessions, master_key, codes_csv=write(tmp_path, content))
     assert res.count == len(codes)
     assert imported_codes(sessions, master_key, res) == codes
-    commit_key, _ = batch_keys(sessions, master_key, res.batch_id)
-    assert [c["commitment"] for c in cards_of(sessions, master_key, res.batch_id)] == [
-        code_commitment(commit_key, c) for c in codes]
+    assert res.code_form == CODE_FORM_EXACT  # imported codes are committed exactly as given (trimmed)
+    cards = cards_of(sessions, master_key, res.batch_id)
+    assert [c["commitment"] for c in cards] == [code_commitment(c["opening"], code, CODE_FORM_EXACT)
+                                                for c, code in zip(cards, codes)]
+
+
+def test_imported_codes_may_be_committed_folded(sessions, master_key, tmp_path):
+    """An import may ask for the folded form (its codes are case- and dash-insensitive)."""
+    res = mint(sessions, master_key, codes_csv=write(tmp_path, "code\nab-cd-1234\nEFGH 5678\n"),
+               imported_code_form=CODE_FORM_FOLDED)
+    assert res.code_form == CODE_FORM_FOLDED
+    cards = cards_of(sessions, master_key, res.batch_id)
+    assert [c["code"] for c in cards] == ["ab-cd-1234", "EFGH 5678"]  # stored as given
+    assert [c["commitment"] for c in cards] == [code_commitment(c["opening"], typed, CODE_FORM_EXACT)
+                                                for c, typed in zip(cards, ["ABCD1234", "EFGH5678"])]
 
 
 def test_count_matching_the_file_is_accepted(sessions, master_key, tmp_path):

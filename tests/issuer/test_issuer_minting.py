@@ -11,8 +11,8 @@ import pytest
 
 from issuer import minting
 from issuer.codes import CodeFormat
-from issuer.core.commitment import code_commitment
-from issuer.core.leaf import CardLeaf, currency_to_bytes3, leaf_hashes, sku_to_bytes32
+from issuer.core.commitment import code_commitment, derive_opening, openings
+from issuer.core.leaf import CODE_FORM_EXACT, CODE_FORM_FOLDED, LEAF_VERSION, CardLeaf, currency_to_bytes3, leaf_hashes, sku_to_bytes32
 from issuer.core.merkle import MerkleTree
 from issuer.core.serial import SERIAL_BITS, format_serial, parse_serial
 from issuer.errors import InvalidCount, UnsupportedCurrency
@@ -20,7 +20,16 @@ from issuer.minting import MAX_BATCH_CARDS, MintRequest, canonical_serials, mani
 from issuer.products import InvalidProduct
 from issuer.secrets_store import code_fingerprint, code_fingerprints
 from issuer.storage import repository as repo
-from tests.issuer.helpers import ISSUER, all_stored_values, batch_keys, cards_of, code_forms, mint, table_counts
+from tests.issuer.helpers import (
+    ISSUER,
+    all_stored_values,
+    batch_keys,
+    cards_of,
+    code_forms,
+    expected_commitment,
+    mint,
+    table_counts,
+)
 
 # --- serials ---------------------------------------------------------------------------------------
 
@@ -61,7 +70,7 @@ def test_mint_generated_batch_stores_everything_consistently(sessions, master_ke
     assert res.count == 25 and res.sku == "STEAM-50" and res.currency == "EUR" and res.face_value == 5000
     assert res.expiry == int(dt.datetime(2099, 12, 31, 23, 59, 59, tzinfo=dt.UTC).timestamp())
     assert res.batch_id.startswith("0x" + ISSUER[2:].lower()) and len(res.batch_id) == 66
-    commit_key, _ = batch_keys(sessions, master_key, res.batch_id)
+    assert res.code_form == CODE_FORM_FOLDED  # generated codes: case-, space- and dash-insensitive
     cards = cards_of(sessions, master_key, res.batch_id)
     assert [c["index"] for c in cards] == list(range(25))
 
@@ -69,6 +78,7 @@ def test_mint_generated_batch_stores_everything_consistently(sessions, master_ke
         batch = repo.get_batch(s, res.batch_id)
         assert batch.state == "minted" and batch.card_count == 25 and batch.root == res.root
         assert batch.anchor_tx is None and batch.issuer_address == repo.checksum_address(ISSUER)
+        assert batch.code_form == CODE_FORM_FOLDED
         nodes = repo.load_tree(s, batch.id)
 
     # Codes: default format, distinct, 100 bits.
@@ -80,39 +90,47 @@ def test_mint_generated_batch_stores_everything_consistently(sessions, master_ke
     serials = [c["serial"] for c in cards]
     assert len(set(serials)) == 25
     assert all(len(s) == 17 and format_serial(parse_serial(s)).replace("-", "") == s for s in serials)
-    # The commitment is the core's code_commitment; the fingerprint the secrets store's.
+    # The commitment is the core's code_commitment with the card's own opening (derived per index, all
+    # distinct); the fingerprint the secrets store's, of the code as stored (so that a generated code imported
+    # again as printed clashes).
+    assert len({c["opening"] for c in cards}) == 25
     for c in cards:
-        assert c["commitment"] == code_commitment(commit_key, c["code"])
+        assert c["commitment"] == code_commitment(c["opening"], c["code"], CODE_FORM_FOLDED)
+        assert c["commitment"] == code_commitment(c["opening"], c["code"].lower().replace("-", ""), CODE_FORM_FOLDED)
+        assert c["commitment"] != code_commitment(derive_opening(secrets.token_bytes(32), c["index"]), c["code"],
+                                                  CODE_FORM_FOLDED)
         assert c["fingerprint"] == code_fingerprint(master_key.fingerprint_key(), c["code"])
     # The tree recomputes, and every card's leaf sits at its tree_pos.
     tree = MerkleTree.from_nodes(nodes, [c["tree_pos"] for c in cards])
     assert "0x" + tree.root.hex() == res.root
     bid = bytes.fromhex(res.batch_id[2:])
-    leaves = [CardLeaf(bid, c["index"], parse_serial(c["serial"]), sku_to_bytes32("STEAM-50"), 5000,
-                       currency_to_bytes3("EUR"), res.expiry, c["commitment"]) for c in cards]
+    leaves = [CardLeaf(LEAF_VERSION, bid, c["index"], parse_serial(c["serial"]), sku_to_bytes32("STEAM-50"), 5000,
+                       currency_to_bytes3("EUR"), res.expiry, CODE_FORM_FOLDED, c["commitment"]) for c in cards]
     for c, h in zip(cards, leaf_hashes(leaves)):
         assert tree.node(c["tree_pos"]) == h
     # The manifest hash covers the public batch description.
-    m = manifest(bid, res.issuer, "STEAM-50", 5000, "EUR", res.expiry, 25, tree.root)
+    m = manifest(bid, res.issuer, "STEAM-50", 5000, "EUR", res.expiry, 25, tree.root, CODE_FORM_FOLDED)
+    assert m["code_form"] == CODE_FORM_FOLDED
     assert "0x" + manifest_hash(m).hex() == res.manifest_hash
 
 
-def test_commitment_fast_path_equals_core(master_key):
-    key = secrets.token_bytes(32)
-    inner, outer = minting._commitment_mac(key)
-    for code in ["A", "ABCDE-FGHJK-MNPQR-STVWX", "é-ünïcødé-✓", "x" * 128, "with space inside"]:
-        i = inner.copy()
-        i.update(code.encode())
-        o = outer.copy()
-        o.update(i.digest())
-        assert o.digest() == code_commitment(key, code)
-    long_key = secrets.token_bytes(100)
-    inner, outer = minting._commitment_mac(long_key)
-    i = inner.copy()
-    i.update(b"abc")
-    o = outer.copy()
-    o.update(i.digest())
-    assert o.digest() == code_commitment(long_key, "abc")
+def test_openings_fast_path_equals_core():
+    """Minting derives openings with precomputed HMAC pads (``openings``): the same bytes as derive_opening."""
+    for key in (secrets.token_bytes(32), secrets.token_bytes(16), secrets.token_bytes(100)):
+        assert openings(key, 0, 40) == [derive_opening(key, i) for i in range(40)]
+        assert openings(key, 2**32 - 3, 2**32) == [derive_opening(key, i) for i in range(2**32 - 3, 2**32)]
+        assert openings(key, 7, 7) == []
+
+
+def test_minted_commitments_equal_core(master_key):
+    """The minting fast path (openings, canonical codes, one SHA-256 each) gives code_commitment's bytes."""
+    codes = ["A", "ABCDE-FGHJK-MNPQR-STVWX", "é-ünïcødé-✓", "x" * 128, "with space inside"]
+    for form in (CODE_FORM_EXACT, CODE_FORM_FOLDED):
+        job = minting._Job(b"\x01" * 32, sku_to_bytes32("X"), 1, b"USD", 0, form, secrets.token_bytes(32),
+                           secrets.token_bytes(32), secrets.token_bytes(32))
+        part = minting._compute_part(job, codes, list(range(1, len(codes) + 1)), 0, len(codes))
+        assert part.commitments == [code_commitment(derive_opening(job.open_key, i), code, form)
+                                    for i, code in enumerate(codes)]
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 1001])
@@ -120,19 +138,21 @@ def test_parallel_minting_gives_the_same_kind_of_batch(sessions, master_key, mon
     """workers=2 computes the second half of the cards in a forked process; everything must still line up."""
     monkeypatch.setattr(minting, "PARALLEL_MIN_CARDS", 1)
     res = mint(sessions, master_key, count=n, workers=2)
-    commit_key, _ = batch_keys(sessions, master_key, res.batch_id)
     cards = cards_of(sessions, master_key, res.batch_id)
     assert len(cards) == n == len({c["serial"] for c in cards}) == len({c["code"] for c in cards})
     codes = [c["code"] for c in cards]
-    assert [c["commitment"] for c in cards] == [code_commitment(commit_key, x) for x in codes]
+    open_key, _ = batch_keys(sessions, master_key, res.batch_id)
+    assert [c["opening"] for c in cards] == openings(open_key, 0, n)
+    assert [c["commitment"] for c in cards] == [expected_commitment(c) for c in cards]
     assert [c["fingerprint"] for c in cards] == code_fingerprints(master_key.fingerprint_key(), codes)
     with sessions() as s:
         nodes = repo.load_tree(s, repo.get_batch(s, res.batch_id).id)
     tree = MerkleTree.from_nodes(nodes, [c["tree_pos"] for c in cards])
     assert "0x" + tree.root.hex() == res.root
     bid = bytes.fromhex(res.batch_id[2:])
-    hashes = leaf_hashes([CardLeaf(bid, c["index"], parse_serial(c["serial"]), sku_to_bytes32("GC-20-USD"), 2000,
-                                   b"USD", 0, c["commitment"]) for c in cards])
+    hashes = leaf_hashes([CardLeaf(LEAF_VERSION, bid, c["index"], parse_serial(c["serial"]),
+                                   sku_to_bytes32("GC-20-USD"), 2000, b"USD", 0, res.code_form, c["commitment"])
+                          for c in cards])
     assert all(tree.node(c["tree_pos"]) == h for c, h in zip(cards, hashes))
 
 
@@ -148,10 +168,23 @@ def test_custom_code_format(sessions, master_key):
     fmt = CodeFormat(alphabet="0123456789", length=31, group_size=4, separator=" ")
     res = mint_batch(sessions, master_key, ISSUER,
                      MintRequest(sku="X", face_value="1", currency="USD", count=5, code_format=fmt))
-    commit_key, _ = batch_keys(sessions, master_key, res.batch_id)
+    assert res.code_form == CODE_FORM_FOLDED  # digits only: folding merges no two codes
     for c in cards_of(sessions, master_key, res.batch_id):
         assert len(c["code"]) == fmt.display_length and fmt.ungroup(c["code"]).isdigit()
-        assert c["commitment"] == code_commitment(commit_key, c["code"])
+        assert c["commitment"] == code_commitment(c["opening"], c["code"], CODE_FORM_FOLDED)
+        assert c["commitment"] == code_commitment(c["opening"], fmt.ungroup(c["code"]), CODE_FORM_FOLDED)
+
+
+def test_a_lower_case_alphabet_is_committed_exactly(sessions, master_key):
+    """Folding would merge two codes of an alphabet with lower-case letters: such codes are committed exactly."""
+    fmt = CodeFormat(alphabet="abcdefghjkmnpqrstvwxyz23456789", length=20, group_size=5)
+    res = mint_batch(sessions, master_key, ISSUER,
+                     MintRequest(sku="X", face_value="1", currency="USD", count=3, code_format=fmt))
+    assert res.code_form == CODE_FORM_EXACT
+    for c in cards_of(sessions, master_key, res.batch_id):
+        assert c["code_form"] == CODE_FORM_EXACT
+        assert c["commitment"] == code_commitment(c["opening"], c["code"], CODE_FORM_EXACT)
+        assert c["commitment"] != code_commitment(c["opening"], c["code"].upper(), CODE_FORM_EXACT)
 
 
 def test_no_plaintext_code_is_stored(sessions, master_key, engine, tmp_path):

@@ -14,6 +14,7 @@ from chain.local_node import free_port
 from chain.registry import CardStatus, Registry
 from issuer.anchoring import NotBatchIssuer, anchor_batch
 from issuer.core.errors import InvalidSerial
+from issuer.core.leaf import CODE_FORM_EXACT, CODE_FORM_FOLDED
 from issuer.core.serial import format_serial, parse_serial
 from issuer.errors import AlreadyRedeemed, CardNotFound, CardRevoked, InvalidBatchState, WrongCode
 from issuer.lookup import check_code, find_card
@@ -66,7 +67,8 @@ def test_redeem_marks_database_and_chain(issuer_env, sessions, master_key, caplo
 def test_wrong_code_changes_nothing(issuer_env, sessions, master_key):
     res, cards = anchored_batch(issuer_env, sessions, master_key, count=3)
     target, other = cards[0], cards[1]
-    for attempt in [other["code"], "", "   ", target["code"].lower(), target["code"] + "X", "SECRET-GUESS"]:
+    for attempt in [other["code"], "", "   ", " - - ", other["code"].lower(), target["code"][:-1], target["code"] + "X",
+                    "SECRET-GUESS"]:
         with pytest.raises(WrongCode) as err:
             redeem_card(sessions, master_key, issuer_env.registry, target["serial"], attempt, "x")
         assert (not attempt.strip()) or attempt not in str(err.value)
@@ -75,6 +77,35 @@ def test_wrong_code_changes_nothing(issuer_env, sessions, master_key):
     assert not issuer_env.registry.is_redeemed(bytes.fromhex(res.batch_id[2:]), 0)
     # Surrounding white space is not part of a code.
     redeem_card(sessions, master_key, issuer_env.registry, target["serial"], f"  {target['code']}\n", "x")
+
+
+def test_a_generated_code_is_folded_an_imported_one_exact(issuer_env, sessions, master_key, tmp_path):
+    """Generated codes are committed folded: typed in lower case, with its dashes dropped or spaced, the code still
+    redeems. Imported codes are committed exactly: only the code as imported (surrounding white space aside)."""
+    res, cards = anchored_batch(issuer_env, sessions, master_key, count=2)
+    assert res.code_form == CODE_FORM_FOLDED
+    code = cards[0]["code"]
+    assert "-" in code and code != code.lower()
+    typed = code.lower().replace("-", "")
+    with sessions() as s:
+        assert check_code(s, master_key, cards[0]["serial"], typed)
+        assert check_code(s, master_key, cards[0]["serial"], code.replace("-", " ").lower())
+        assert not check_code(s, master_key, cards[0]["serial"], cards[1]["code"].lower().replace("-", ""))
+    out = redeem_card(sessions, master_key, issuer_env.registry, cards[0]["serial"], typed, "till")
+    assert out.index == 0 and issuer_env.registry.is_redeemed(bytes.fromhex(res.batch_id[2:]), 0)
+
+    (tmp_path / "codes.csv").write_text("code\nAbCd-1234-EfGh\nOther-Code-0001\n")
+    imp = mint(sessions, master_key, issuer_env.address, codes_csv=tmp_path / "codes.csv")
+    assert imp.code_form == CODE_FORM_EXACT
+    anchor_batch(sessions, issuer_env.registry, imp.batch_id)
+    card = cards_of(sessions, master_key, imp.batch_id)[0]
+    for attempt in ["abcd-1234-efgh", "ABCD-1234-EFGH", "AbCd1234EfGh", "AbCd 1234 EfGh", "AbCd-1234-EfG"]:
+        with pytest.raises(WrongCode):
+            redeem_card(sessions, master_key, issuer_env.registry, card["serial"], attempt, "till")
+    assert card_state(sessions, card["serial"])[0] is None
+    assert not issuer_env.registry.is_redeemed(bytes.fromhex(imp.batch_id[2:]), 0)
+    out = redeem_card(sessions, master_key, issuer_env.registry, card["serial"], " AbCd-1234-EfGh ", "till")
+    assert out.index == 0 and card_state(sessions, card["serial"])[1] == "till"
 
 
 def test_check_code(sessions, master_key):
@@ -217,8 +248,12 @@ def test_appointed_redeemer_redeems_and_issuers_are_listed(issuer_env, sqlite_se
     sessions = sqlite_sessions
     admin = issuer_env.chain.registry("admin")
     added = add_issuer(sessions, admin, issuer_env.address.lower(), "  Acme \n Games ")
-    assert added == {"address": issuer_env.address, "name": "Acme Games", "granted": False,
-                     "registry": admin.address}  # the fixture's issuer already holds the role
+    # The fixture's issuer holds the role without a name: the name is recorded on chain (grantIssuer).
+    assert added == {"address": issuer_env.address, "name": "Acme Games", "granted": True,
+                     "registry": admin.address}
+    assert admin.issuer_name(issuer_env.address) == "Acme Games"
+    again = add_issuer(sessions, admin, issuer_env.address, "Acme Games")
+    assert again["granted"] is False  # role and name already on chain: no transaction
     newcomer = issuer_env.chain.address("stranger")
     assert add_issuer(sessions, admin, newcomer, "New")["granted"] is True
     assert admin.is_issuer(newcomer)

@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from chain.artifacts import load_artifact
-from issuer.indexer import Followed, Indexer, _LostRace, read_logs
-from issuer.storage.index_models import ChainEventRow, IndexCursor, IndexedBlock
+from verify_api.indexer import Followed, Indexer, _LostRace, read_logs
+from verify_api.storage.index_models import ChainEventRow, IndexCursor, IndexedBlock
 from tests.escrow.world import PRICE
 from tests.orders.conftest import followed, make_indexer
 

@@ -17,8 +17,8 @@ from chain.escrow import Escrow, faucet
 from chain.platform import deploy_platform
 from chain.registry import Registry
 from chain.settings import get_settings
-from issuer.indexer import Indexer, IndexerThread, followed_contracts
-from issuer.storage.index_models import ChainEventRow, IndexCursor
+from verify_api.indexer import Indexer, IndexerThread, followed_contracts
+from verify_api.storage.index_models import ChainEventRow, IndexCursor
 
 DAY = 86_400
 
@@ -153,9 +153,9 @@ def test_serve_runs_the_indexer_next_to_the_api(cli, monkeypatch):
     def fake_run(*args, **kwargs):
         alive = [t for t in threading.enumerate() if t.name == "cardproof-indexer"]
         seen["alive"] = bool(alive)
-        from issuer.storage.db import open_database
+        from verify_api.storage.db import open_public_database
 
-        _engine, sessions = open_database(get_settings())
+        _engine, sessions = open_public_database(get_settings())  # the indexer writes to the public database
         _, w3 = shared_in_process_web3()
         _wait(lambda: _cursor(sessions, w3.eth.chain_id) == w3.eth.block_number)
         seen["indexed"] = len(events(sessions))

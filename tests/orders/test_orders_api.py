@@ -25,9 +25,8 @@ from chain.escrow import MAX_UINT256, Escrow, faucet
 from chain.platform import deploy_platform
 from chain.registry import Registry
 from chain.settings import get_settings
-from issuer.indexer import Indexer, followed_contracts
-from issuer.secrets_store import MasterKey
-from issuer.storage.db import open_database
+from verify_api.indexer import Indexer, followed_contracts
+from verify_api.storage.db import open_public_database
 from verify_api.app import create_app
 from verify_api.config import ApiSettings
 from verify_api.deps import AppDeps
@@ -38,8 +37,7 @@ from verify_api.ratelimit import MemoryLimiter
 EXPLORER = "https://explorer.test"
 PRICE = 9_500_000  # 9.50
 HOUR = 3_600
-GENEROUS = {"lookup_rate": "100000/minute", "check_rate_client": "100000/minute",
-            "check_rate_serial": "100000/minute", "redeem_rate": "100000/minute"}
+GENEROUS = {"lookup_rate": "100000/minute", "publish_rate": "100000/minute"}
 
 
 @dataclass
@@ -52,13 +50,13 @@ class OrdersWorld:
     escrow: Escrow
     coin: str
     registry: Registry
-    sessions: Any
+    sessions: Any  # the public database, where the indexer writes
     engine: Any
     ids: dict[str, int] = field(default_factory=dict)
 
     def deps(self, settings=None) -> AppDeps:
         return AppDeps(settings=settings or self.settings, api=ApiSettings(**GENEROUS), sessions=self.sessions,
-                       master_key=MasterKey.generate(), registry=self.registry, limiter=MemoryLimiter(),
+                       registry=self.registry, limiter=MemoryLimiter(),
                        background=False)
 
 
@@ -66,7 +64,8 @@ class OrdersWorld:
 def ow() -> OrdersWorld:
     home = Path(tempfile.mkdtemp(prefix="cardproof-orders-"))
     settings = get_settings(home=home, public_url="http://cards.test", explorer_url=EXPLORER + "/",
-                            database_url=f"sqlite:///{home / 'cardproof.db'}", redis_url=None)
+                            database_url=f"sqlite:///{home / 'cardproof.db'}",
+                            public_database_url=f"sqlite:///{home / 'public.db'}", redis_url=None)
     tester, w3 = new_in_process_web3()
     admin = ChainClient(w3, dev_account_for(w3, w3.eth.chain_id), backend="eth-tester")
     platform = deploy_platform(admin, home)
@@ -80,7 +79,7 @@ def ow() -> OrdersWorld:
     admin.wait(admin.send_value(buyer.address, 10**19).tx_hash)
     faucet(admin, coin, buyer.address, 1_000 * 10**6)
     Escrow(buyer, escrow.address).approve(coin, MAX_UINT256)
-    engine, sessions = open_database(settings)
+    engine, sessions = open_public_database(settings)
     world = OrdersWorld(home, settings, tester, admin, buyer, escrow, coin, registry, sessions, engine)
     build_orders(world)
     yield world

@@ -7,6 +7,7 @@
   temporary SQLite file, or (to keep PostgreSQL tests fast) one schema migrated
   once per session and truncated after each test.
 * ``Session``  – a sessionmaker on ``engine``.
+* ``public_engine`` – the same as ``engine`` for the public service's database (``verify_api/migrations``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 
 from issuer.storage.db import make_engine, session_factory, upgrade
 from tests import dbutil
+from verify_api.storage.db import upgrade_public
 
 #: Enough connections for the 20-thread redemption race.
 POOL = {"pool_size": 25, "max_overflow": 5}
@@ -69,3 +71,32 @@ def engine(backend, request, tmp_path):
 @pytest.fixture
 def Session(engine):  # noqa: N802 - a class-like factory
     return session_factory(engine)
+
+
+@pytest.fixture(scope="session")
+def pg_public_migrated_url(pg_database_url):
+    """A schema of the session database migrated to the public head, shared by tests."""
+    url = dbutil.create_schema(pg_database_url, prefix="public")
+    upgrade_public(url)
+    yield url
+    dbutil.drop_schema(url)
+
+
+@pytest.fixture
+def public_engine(backend, request, tmp_path):
+    if backend == "sqlite":
+        eng = make_engine(dbutil.sqlite_url(tmp_path / "public.db"), **POOL)
+        upgrade_public(eng)
+        try:
+            yield eng
+        finally:
+            eng.dispose()
+        return
+    eng = make_engine(request.getfixturevalue("pg_public_migrated_url"), **POOL)
+    try:
+        yield eng
+    finally:
+        try:
+            dbutil.delete_all_rows(eng, public=True)
+        finally:
+            eng.dispose()

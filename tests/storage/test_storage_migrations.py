@@ -160,3 +160,141 @@ def test_unreachable_database_is_a_storage_error(tmp_path):
 def test_migrations_dir_exists():
     assert (dbmod.MIGRATIONS_DIR / "env.py").is_file()
     assert (dbmod.MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
+
+
+# --- the public service's database: its own migrations (verify_api/migrations) ------------------------
+
+from issuer.storage import models as issuer_models  # noqa: E402
+from verify_api.storage import db as public_db  # noqa: E402
+from verify_api.storage.models import PublicBase  # noqa: E402
+from verify_api.storage.models import import_all_models as import_public_models  # noqa: E402
+
+PUBLIC_TABLES = {"pub_batches", "pub_cards", "pub_tiles", "pub_meta"}
+PUBLIC_METADATA = import_public_models()
+#: The public side's tables that left the supplier's database (0003_two_sides).
+MOVED = {"api_scans", "api_card_stats", "chain_events", "indexed_blocks", "index_cursors"}
+
+
+def _public_upgrade(engine_or_url, revision="head"):
+    public_db.upgrade_public(engine_or_url, revision)
+
+
+def test_public_migrations_match_models(public_engine):
+    assert _diff(public_engine, PUBLIC_METADATA) == []
+    names = set(sa.inspect(public_engine).get_table_names())
+    assert PUBLIC_TABLES | MOVED <= names
+    assert names - set(PUBLIC_METADATA.tables) == {"alembic_version"}
+    assert current_revision(public_engine) == head_revision(public_db.PUBLIC_MIGRATIONS_DIR)
+
+
+def test_the_two_databases_share_no_table():
+    """The supplier's database (secrets) and the public one (no secret) hold disjoint tables."""
+    supplier = set(ALL_METADATA.tables)
+    public = set(PUBLIC_METADATA.tables)
+    assert not supplier & public
+    assert not supplier & MOVED and MOVED <= public
+    assert {"issuers", "batches", "cards", "tree_chunks"} <= supplier
+    assert issuer_models.Base.metadata is not PublicBase.metadata
+
+
+def test_supplier_migrations_drop_the_public_tables(engine):
+    """0003_two_sides drops the public tables from a supplier's database of 0002 and adds batches.code_form;
+    going back restores them."""
+    downgrade(engine, "0002_index")
+    assert MOVED <= set(sa.inspect(engine).get_table_names())
+    assert "code_form" not in {c["name"] for c in sa.inspect(engine).get_columns("batches")}
+    upgrade(engine)
+    names = set(sa.inspect(engine).get_table_names())
+    assert not names & (MOVED | PUBLIC_TABLES)
+    assert "code_form" in {c["name"] for c in sa.inspect(engine).get_columns("batches")}
+    assert _diff(engine) == []
+
+
+def test_public_comparison_is_not_vacuous(public_engine):
+    md = sa.MetaData(naming_convention=PublicBase.metadata.naming_convention)
+    for table in PUBLIC_METADATA.sorted_tables:
+        table.to_metadata(md)
+    md.tables["pub_cards"].append_column(sa.Column("extra", sa.Integer))
+    sa.Index("ix_pub_batches_sku", md.tables["pub_batches"].c.sku)
+    kinds = {d[0] if isinstance(d, tuple) else d[0][0] for d in _diff(public_engine, md)}
+    assert {"add_column", "add_index"} <= kinds
+
+
+def test_public_upgrade_idempotent_downgrade_and_again(public_engine):
+    head = head_revision(public_db.PUBLIC_MIGRATIONS_DIR)
+    assert head != head_revision()  # its own history, not the supplier's
+    _public_upgrade(public_engine)  # no-op
+    downgrade(public_engine, "base", migrations=public_db.PUBLIC_MIGRATIONS_DIR)
+    assert set(sa.inspect(public_engine).get_table_names()) <= {"alembic_version"}
+    assert current_revision(public_engine) is None
+    _public_upgrade(public_engine)
+    assert current_revision(public_engine) == head
+    assert _diff(public_engine, PUBLIC_METADATA) == []
+
+
+def test_public_concurrent_first_upgrades(db_url):
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def run():
+        eng = make_engine(db_url)
+        try:
+            barrier.wait()
+            _public_upgrade(eng)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            eng.dispose()
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    eng = make_engine(db_url)
+    try:
+        assert current_revision(eng) == head_revision(public_db.PUBLIC_MIGRATIONS_DIR)
+        assert _diff(eng, PUBLIC_METADATA) == []
+    finally:
+        eng.dispose()
+
+
+def test_open_public_database_default_and_url(tmp_path, monkeypatch):
+    monkeypatch.delenv("CARDPROOF_PUBLIC_DATABASE_URL", raising=False)
+    monkeypatch.delenv("CARDPROOF_DATABASE_URL", raising=False)
+    home = tmp_path / "h"
+    engine, Session = public_db.open_public_database(get_settings(home=home))
+    try:
+        assert (home / "public.db").exists() and not (home / "cardproof.db").exists()
+        assert PUBLIC_TABLES <= set(sa.inspect(engine).get_table_names())
+        with Session() as s:
+            assert s.execute(sa.text("SELECT count(*) FROM pub_batches")).scalar() == 0
+    finally:
+        engine.dispose()
+    other = tmp_path / "elsewhere.db"
+    monkeypatch.setenv("CARDPROOF_PUBLIC_DATABASE_URL", f"sqlite:///{other}")
+    engine, _ = public_db.open_public_database(get_settings(home=home))
+    engine.dispose()
+    assert other.exists()
+
+
+def test_open_public_database_postgres(pg_database_url):
+    from tests import dbutil
+
+    url = dbutil.create_schema(pg_database_url, prefix="pubopen")
+    try:
+        engine, _ = public_db.open_public_database(url=url.replace("postgresql+psycopg://", "postgresql://"))
+        try:
+            assert engine.dialect.driver == "psycopg"
+            assert current_revision(engine) == head_revision(public_db.PUBLIC_MIGRATIONS_DIR)
+            assert _diff(engine, PUBLIC_METADATA) == []
+        finally:
+            engine.dispose()
+    finally:
+        dbutil.drop_schema(url)
+
+
+def test_public_migrations_dir_exists():
+    assert (public_db.PUBLIC_MIGRATIONS_DIR / "env.py").is_file()
+    assert public_db.PUBLIC_MIGRATIONS_DIR != dbmod.MIGRATIONS_DIR

@@ -38,19 +38,21 @@ async def get_issuer(address: Annotated[str, Path(max_length=64, description="0x
 
 
 def _issuer(deps, address: str) -> dict:
-    from sqlalchemy import select
-
-    from issuer.lookup import issuer_track_record
-    from issuer.storage.models import Batch
+    from verify_api.lookup import issuer_counts
 
     with deps.sessions() as session:
-        record = issuer_track_record(session, address)
-        anchored = session.execute(
-            select(Batch.batch_id, Batch.anchor_block, Batch.revoked, Batch.card_count)
-            .where(Batch.issuer_address == address, Batch.state == "anchored")).all()
-    if not record.get("batches") and not record.get("name"):
+        counts = issuer_counts(session, address)
+    onchain = deps.chain.issuer(address)
+    has_role, name = onchain if onchain is not None else (None, "")
+    if not counts["batches"] and not has_role and not name:
         raise ApiError(404, "issuer_not_found", "no batches from this issuer")
-    record["on_chain"] = {"has_role": deps.chain.is_issuer(address), **_on_chain_counts(deps, address, anchored)}
+    anchored = [(bid, blk, False, n) for bid, blk, n in counts.pop("published")]
+    record = {"address": address, "name": name or None, "name_source": "chain" if name else None,
+              "batches": counts["batches"], "anchored_batches": counts["batches"], "cards": counts["cards"],
+              "first_batch_at": counts["first_batch_at"]}
+    record["on_chain"] = {"has_role": has_role, **_on_chain_counts(deps, address, anchored)}
+    record["revoked_cards"] = record["on_chain"]["revoked_cards"]
+    record["redeemed_cards"] = record["on_chain"]["redeemed_cards"]
     record["chain"] = deps.chain.status().to_json()
     return record
 

@@ -1,4 +1,7 @@
-"""The `cardproof` console script: assembles every package's commands and presents errors as one line.
+"""The `cardproof` console script: gathers every side's commands and presents errors as one line.
+
+It sits above both sides (docs/two-sides.md): the chain's commands (`chain.cli`), the supplier's
+(`issuer.cli`) and the public side's (`verify_api.cli`, and the order commands in `verify_api.order_cli`).
 
 Commands are thin: they parse options, call a library function and present its result. Any
 :class:`chain.errors.CardproofError` becomes one line on stderr and a non-zero exit, never a traceback.
@@ -16,6 +19,9 @@ try:  # typer >= 0.2x vendors click as typer._click, with Exit/Abort in typer.ex
 except ImportError:  # pragma: no cover - older typer on real click
     from click.exceptions import ClickException, NoArgsIsHelpError
 
+import issuer.cli as issuer_cli  # the supplier's side
+import verify_api.cli as verify_api_cli  # the public side
+import verify_api.order_cli as order_cli  # the public side: orders (buyer, platform), faucet, index
 from chain.cli import chain_app, deploy_command
 from chain.errors import CardproofError
 from issuer.core.errors import CoreError  # the pure core's errors (bad serial, leaf, proof) are user errors too
@@ -30,22 +36,8 @@ app = typer.Typer(
 app.add_typer(chain_app, name="chain")
 app.command("deploy")(deploy_command)
 
-
-def _register_optional() -> None:
-    """Commands of the issuer and API packages, registered when their modules exist."""
-    import importlib
-
-    for module_name in ("issuer.cli", "verify_api.cli", "chain.escrow_cli"):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        module.register(app)
-
-
-_register_optional()
+for _side in (issuer_cli, verify_api_cli, order_cli):
+    _side.register(app)
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2

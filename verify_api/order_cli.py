@@ -1,5 +1,10 @@
-"""`cardproof order ...`, `cardproof faucet` and `cardproof index`: thin layers over chain/escrow.py and
-issuer/indexer.py.
+"""`cardproof order ...`, `cardproof faucet` and `cardproof index`: the public side's commands over the escrow,
+thin layers over chain/escrow.py (and chain/escrow_view.py) and the event indexer.
+
+The order commands are the buyer's and the platform's: they need no card secret and no database (even
+`order deliver` takes only a batch id and card ranges, signed by the configured account). Only `cardproof
+index` needs a database, the public one: it imports the indexer (verify_api/indexer.py) and the public database
+(verify_api/storage/db.py) lazily, inside the command.
 
 Amounts are typed as decimals in token units (``--unit-price 9.50``) and converted with the token's
 ``decimals()``; the token is the dev chain's test stablecoin unless ``--token ADDRESS`` names another.
@@ -394,13 +399,14 @@ def index_command(
     import threading
 
     from chain.settings import get_settings
-    from issuer.indexer import build_indexer, read_client, run_forever
-    from issuer.storage.db import open_database
+    # Lazy: the indexer and the public database (CARDPROOF_PUBLIC_DATABASE_URL) are needed by this command only.
+    from verify_api.indexer import build_indexer, read_client, run_forever
+    from verify_api.storage.db import open_public_database
 
     settings = get_settings()
     if confirmations is None:
         confirmations = settings.confirmations
-    _engine, sessions = open_database(settings)
+    _engine, sessions = open_public_database(settings)
     client = read_client(settings)
 
     def build() -> Any:

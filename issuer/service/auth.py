@@ -1,4 +1,4 @@
-"""Who may redeem: issuers' redeemers, by API key (stored hashed) or by a signed request.
+"""Who may redeem: the issuer's redeemers, by API key (stored hashed) or by a signed request.
 
 API key
     ``Authorization: Bearer cpk_<key_id>_<secret>`` (or ``X-API-Key: ...``). The database keeps the
@@ -32,12 +32,12 @@ from eth_account.messages import encode_defunct
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from issuer.service.errors import ServiceError
+from issuer.storage.models import ApiKey
 from issuer.storage.repository import checksum_address
-from verify_api.errors import ApiError
-from verify_api.models import ApiKey
 
-__all__ = ["Principal", "authenticate", "create_api_key", "list_api_keys", "revoke_api_key", "sign_request",
-           "signing_message"]
+__all__ = ["KEY_PREFIX", "Principal", "authenticate", "create_api_key", "list_api_keys", "revoke_api_key",
+           "sign_request", "signing_message"]
 
 KEY_PREFIX = "cpk_"
 _KEY_RE = re.compile(r"^cpk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
@@ -61,8 +61,8 @@ class Principal:
         return f"key:{self.ident}" if self.kind == "api_key" else f"sig:{self.ident}"
 
 
-def _unauthorized(message: str) -> ApiError:
-    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": 'Bearer realm="cardproof"'})
+def unauthorized(message: str) -> ServiceError:
+    return ServiceError(401, "unauthorized", message, headers={"WWW-Authenticate": 'Bearer realm="cardproof"'})
 
 
 # --------------------------------------------------------------------------- API keys
@@ -91,7 +91,8 @@ def list_api_keys(session: Session, issuer_address: str | None = None) -> list[A
 
 
 def revoke_api_key(session: Session, key_id: str) -> bool:
-    key_id = key_id.removeprefix(KEY_PREFIX).split("_")[0]
+    """Revoke a key by its id (or the whole key); False when no such active key. Caller commits."""
+    key_id = key_id.strip().removeprefix(KEY_PREFIX).split("_")[0]
     result = session.execute(update(ApiKey).where(ApiKey.key_id == key_id, ApiKey.revoked_at.is_(None))
                              .values(revoked_at=dt.datetime.now(dt.UTC)))
     return result.rowcount == 1
@@ -104,12 +105,12 @@ _DUMMY_HASH = _hash("x" * 43)
 def _check_api_key(session: Session, presented: str) -> Principal:
     m = _KEY_RE.match(presented.strip())
     if m is None:
-        raise _unauthorized("malformed API key")
+        raise unauthorized("malformed API key")
     key_id, secret = m.groups()
     row = session.scalars(select(ApiKey).where(ApiKey.key_id == key_id)).one_or_none()
-    good = hmac.compare_digest(_hash(secret), row.key_hash if row is not None else _DUMMY_HASH)
+    good = hmac.compare_digest(_hash(secret), bytes(row.key_hash) if row is not None else _DUMMY_HASH)
     if row is None or not good or row.revoked_at is not None:
-        raise _unauthorized("invalid or revoked API key")
+        raise unauthorized("invalid or revoked API key")
     session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=dt.datetime.now(dt.UTC)))
     session.commit()
     return Principal("api_key", key_id, row.issuer_address, row.label)
@@ -141,23 +142,24 @@ def _check_signature(headers: Any, method: str, path: str, body: bytes, limiter:
     sig = headers.get("x-cardproof-signature", "")
     if not (_ADDR_RE.match(address) and ts.isdigit() and len(ts) <= 12 and _NONCE_RE.match(nonce)
             and _SIG_RE.match(sig)):
-        raise _unauthorized("malformed signature headers")
+        raise unauthorized("malformed signature headers")
     if abs(int(ts) - time.time()) > window:
-        raise _unauthorized(f"signature timestamp is more than {window} s away from the server's clock")
+        raise unauthorized(f"signature timestamp is more than {window} s away from the server's clock")
     try:
         signer = Account.recover_message(encode_defunct(text=signing_message(method, path, ts, nonce, body)),
                                          signature=sig)
     except Exception:  # noqa: BLE001 - any malformed signature
-        raise _unauthorized("invalid signature") from None
+        raise unauthorized("invalid signature") from None
     if signer.lower() != address.lower():
-        raise _unauthorized("invalid signature")
+        raise unauthorized("invalid signature")
     if not limiter.once(f"{signer.lower()}:{nonce}", 2 * window + 5):
-        raise _unauthorized("this nonce was used already")
+        raise unauthorized("this nonce was used already")
     return Principal("signature", checksum_address(signer), None)
 
 
 def authenticate(session: Session, headers: Any, method: str, path: str, body: bytes, limiter: Any,
                  window: int = 300) -> Principal:
+    """The principal of a request, or ServiceError 401 ``unauthorized``."""
     auth = headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         return _check_api_key(session, auth[7:])
@@ -165,4 +167,4 @@ def authenticate(session: Session, headers: Any, method: str, path: str, body: b
         return _check_api_key(session, headers["x-api-key"])
     if headers.get("x-cardproof-signature"):
         return _check_signature(headers, method, path, body, limiter, window)
-    raise _unauthorized("authenticate with an API key (Authorization: Bearer cpk_...) or a signed request")
+    raise unauthorized("authenticate with an API key (Authorization: Bearer cpk_...) or a signed request")

@@ -1,6 +1,6 @@
 """The event indexer: mirrors the CardRegistry's and the CardEscrow's events into the database.
 
-Tables: issuer/storage/index_models.py (``chain_events``, ``indexed_blocks``, ``index_cursors``).
+Tables: verify_api/storage/index_models.py (``chain_events``, ``indexed_blocks``, ``index_cursors``).
 
 One pass (:meth:`Indexer.run_once`):
 
@@ -41,8 +41,8 @@ from web3 import Web3
 from chain.client import ChainClient, guard
 from chain.errors import CardproofError, NotDeployed
 from chain.events import ChainEvent, read_events
-from issuer.storage.index_models import ChainEventRow, IndexCursor, IndexedBlock
-from issuer.storage.models import utcnow
+from verify_api.storage.index_models import ChainEventRow, IndexCursor, IndexedBlock
+from issuer.storage.types import utcnow
 
 log = logging.getLogger("cardproof.indexer")
 
@@ -447,9 +447,9 @@ def build_indexer(settings: Any, *, confirmations: int | None = None, sessions: 
                   client: ChainClient | None = None) -> Indexer:
     """The indexer for the configured chain, database and deployments (CARDPROOF_HOME)."""
     if sessions is None:
-        from issuer.storage.db import open_database
+        from verify_api.storage.db import open_public_database
 
-        _engine, sessions = open_database(settings)
+        _engine, sessions = open_public_database(settings)
     client = client or read_client(settings)
     return Indexer(client, sessions, followed_contracts(client, settings.home),
                    confirmations=settings.confirmations if confirmations is None else confirmations)
@@ -504,9 +504,9 @@ class IndexerThread:
 
     def _build(self) -> Indexer:
         if self.sessions is None:
-            from issuer.storage.db import open_database
+            from verify_api.storage.db import open_public_database
 
-            _engine, self.sessions = open_database(self.settings)
+            _engine, self.sessions = open_public_database(self.settings)
         return build_indexer(self.settings, confirmations=self.confirmations, sessions=self.sessions)
 
     def _counted(self, report: PassReport) -> None:

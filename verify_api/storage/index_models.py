@@ -1,4 +1,4 @@
-"""Tables of the event indexer (issuer/indexer.py), on the issuer database's ``Base`` (migration ``0002_index``).
+"""Tables of the event indexer (verify_api/indexer.py), on the public database (``PublicBase``).
 
 * ``chain_events``   – every event of the registry and the escrow the indexer has seen, one row per log,
   unique by (chain id, transaction, log index). ``order_id`` is set for the escrow's order events and
@@ -17,7 +17,8 @@ import datetime as dt
 from sqlalchemy import BigInteger, Index, Integer, PrimaryKeyConstraint, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from issuer.storage.models import Base, BigIntPK, UTCDateTime, utcnow
+from issuer.storage.types import BigIntPK, UTCDateTime, utcnow
+from verify_api.storage.models import PublicBase as Base
 
 __all__ = ["INDEX_TABLES", "ChainEventRow", "IndexCursor", "IndexedBlock"]
 

@@ -1,0 +1,130 @@
+"""The issuer service: ``create_app()`` builds the FastAPI application.
+
+Nothing is built at import time: the database engine, the master key, the limiter and (lazily, at the
+first redemption or readiness check) the chain connection are made in the lifespan, from ``settings``
+(or the environment) and whatever ``deps`` the caller hands in.
+
+    uvicorn --factory issuer.service.app:create_app      # or: cardproof issuer serve
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from chain.registry import Registry
+from chain.settings import Settings, get_settings
+from issuer.secrets_store import MasterKey
+from issuer.service.config import ServiceSettings, get_service_settings
+from issuer.service.errors import RateLimited, install_error_handlers
+from issuer.service.ratelimit import Limiter, make_limiter
+
+log = logging.getLogger("cardproof.issuer.service")
+
+__all__ = ["ServiceDeps", "create_app"]
+
+DESCRIPTION = """\
+The supplier's own service: its redeemers redeem its cards here, exactly once, in its database and on
+chain. Authenticate with an API key (`Authorization: Bearer cpk_...`, from `cardproof issuer api-key
+create`) or an EIP-191 signed request (`X-Cardproof-Address`, `-Timestamp`, `-Nonce`, `-Signature`;
+see `issuer/service/auth.py`).
+
+Errors are JSON `{"error": {"code", "message"}}` with a stable `code`.
+"""
+
+
+@dataclass
+class ServiceDeps:
+    """What the routes need. ``create_app(deps=ServiceDeps(...))`` lets tests hand in ready parts (sessions,
+    a registry on an in-process chain, a limiter); what is left out is built from the settings."""
+
+    settings: Settings | None = None
+    service: ServiceSettings | None = None
+    sessions: sessionmaker[Session] | None = None
+    master_key: MasterKey | None = None
+    #: The registry, whose client's account (the issuer) sends the redemptions; or a function connecting to it.
+    registry: Registry | Callable[[], Registry] | None = None
+    limiter: Limiter | None = None
+    _owned: list[Any] = field(default_factory=list, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def resolve(self) -> ServiceDeps:
+        if self.settings is None:
+            self.settings = get_settings()
+        if self.service is None:
+            self.service = get_service_settings()
+        if self.sessions is None:
+            from issuer.storage.db import open_database
+
+            engine, self.sessions = open_database(self.settings)
+            self._owned.append(engine)
+        if self.master_key is None:
+            from issuer.secrets_store import load_master_key
+
+            self.master_key = load_master_key(self.settings, create=False)  # never a fresh key: nothing would open
+        if self.registry is None:
+            self.registry = self._connect
+        if self.limiter is None:
+            self.limiter = make_limiter(self.settings.redis_url)
+            self._owned.append(self.limiter)
+        return self
+
+    def _connect(self) -> Registry:
+        from chain.client import connect
+        from chain.deployments import REGISTRY, find
+
+        client = connect(self.settings, timeout=self.service.rpc_timeout)
+        return Registry(client, self.service.registry_address or find(client, self.settings.home, REGISTRY).address)
+
+    def acting_registry(self) -> Registry:
+        """The registry (connected at the first call; a failed connection is tried again next time)."""
+        reg = self.registry
+        if isinstance(reg, Registry):
+            return reg
+        with self._lock:
+            if not isinstance(self.registry, Registry):
+                self.registry = reg()
+            return self.registry
+
+    def rate_limit(self, scope: str, key: str, rate_name: str) -> None:
+        wait = self.limiter.hit(f"{scope}:{key}", self.service.rate(rate_name))
+        if wait > 0:
+            raise RateLimited(wait, f"{scope} requests")
+
+    def close(self) -> None:
+        for thing in self._owned:
+            try:
+                (getattr(thing, "dispose", None) or thing.close)()
+            except Exception:  # noqa: BLE001
+                log.debug("closing %r failed", thing)
+
+
+def create_app(settings: Settings | None = None, *, deps: ServiceDeps | None = None) -> FastAPI:
+    deps = deps if deps is not None else ServiceDeps()
+    if settings is not None and deps.settings is None:
+        deps.settings = settings
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await run_in_threadpool(deps.resolve)
+        app.state.deps = deps
+        try:
+            yield
+        finally:
+            await run_in_threadpool(deps.close)
+
+    app = FastAPI(title="cardproof issuer service", version="1.0", description=DESCRIPTION, lifespan=lifespan,
+                  redirect_slashes=False)
+    install_error_handlers(app)
+    from issuer.service import routes
+
+    app.include_router(routes.router)
+    return app

@@ -1,0 +1,144 @@
+"""Accept a batch's public dump, checked against the chain: the chain is the only authentication.
+
+A supplier (or anybody holding the dump) sends the OpenZeppelin ``standard-v1`` dump of a batch. It is
+stored only if every check passes; otherwise nothing is written and a :class:`DumpRejected` with a stable
+``code`` says why:
+
+* the dump parses and is internally consistent (every leaf hashes to its node, every node recomputes,
+  leaves sorted as ``StandardMerkleTree.of`` sorts them) — ``invalid_dump``;
+* every leaf is a version-2 card leaf of this batch, the indices are ``0 .. n-1`` once each, the product
+  (sku, face value, currency, expiry, code form) is the same on every leaf, serials are distinct —
+  ``dump_not_a_batch``;
+* the registry holds the batch anchored, with exactly this root and this card count — ``batch_not_anchored``
+  / ``root_mismatch``;
+* no serial is already held by another published batch — ``serial_conflict``.
+
+Publishing a batch that is already stored with the same root is a no-op (idempotent).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from chain.registry import Registry
+from issuer.core.dump import load_dump
+from issuer.core.errors import CoreError
+from issuer.core.leaf import bytes32_to_sku
+from issuer.core.serial import format_serial
+from verify_api.errors import ApiError
+from verify_api.storage import repository as repo
+from verify_api.storage.models import PubBatch
+
+__all__ = ["DumpRejected", "PublishResult", "publish_dump"]
+
+
+class DumpRejected(ApiError):
+    """A dump that is not stored, with the reason's stable code."""
+
+    def __init__(self, code: str, message: str, status: int = 422) -> None:
+        super().__init__(status, code, message)
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    batch_id: str
+    cards: int
+    root: str
+    stored: bool  # False: it was already published
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _batch_id(text: str) -> bytes:
+    t = text.lower()
+    if len(t) != 66 or not t.startswith("0x"):
+        raise DumpRejected("invalid_batch_id", "a batch id is 0x and 64 hex digits", 400)
+    try:
+        return bytes.fromhex(t[2:])
+    except ValueError:
+        raise DumpRejected("invalid_batch_id", "a batch id is 0x and 64 hex digits", 400) from None
+
+
+def publish_dump(sessions: sessionmaker[Session], registry: Registry, batch_id_text: str,
+                 dump: Any) -> PublishResult:
+    """Check ``dump`` against the chain and store it (see the module docstring)."""
+    batch_id = _batch_id(batch_id_text)
+    bid = "0x" + batch_id.hex()
+    try:
+        loaded = load_dump(dump)
+    except CoreError as exc:
+        raise DumpRejected("invalid_dump", f"not a valid standard-v1 dump of card leaves: {exc}") from None
+    leaves, tree = loaded.leaves, loaded.tree
+    n = len(leaves)
+    first = leaves[0]
+    product = (first.sku, first.face_value, first.currency, first.expiry, first.code_form)
+    seen_index = bytearray(n)
+    for i, leaf in enumerate(leaves):
+        if leaf.batch_id != batch_id:
+            raise DumpRejected("dump_not_a_batch", f"values[{i}] belongs to batch 0x{leaf.batch_id.hex()}, not {bid}")
+        if (leaf.sku, leaf.face_value, leaf.currency, leaf.expiry, leaf.code_form) != product:
+            raise DumpRejected("dump_not_a_batch", f"values[{i}] is another product than values[0]")
+        if leaf.index >= n or seen_index[leaf.index]:
+            raise DumpRejected("dump_not_a_batch", f"values[{i}] has index {leaf.index}: indices must be 0 .. {n - 1}"
+                                                   " once each")
+        seen_index[leaf.index] = 1
+    serials = [format_serial(leaf.serial).replace("-", "") for leaf in leaves]
+    if len(set(serials)) != n:
+        raise DumpRejected("dump_not_a_batch", "two cards of the dump share a serial")
+
+    try:
+        onchain = registry.batch(batch_id)
+    except CoreError:
+        raise
+    if not onchain.anchored:
+        raise DumpRejected("batch_not_anchored", f"batch {bid} is not anchored in registry {registry.address}", 409)
+    if onchain.root != tree.root or onchain.card_count != n:
+        raise DumpRejected("root_mismatch", f"the dump's root 0x{tree.root.hex()} over {n} cards is not the root "
+                                            f"anchored for {bid} (0x{onchain.root.hex()} over {onchain.card_count})")
+
+    with sessions() as session:
+        existing = session.scalar(select(PubBatch).where(PubBatch.batch_id == bid))
+        if existing is not None:
+            if existing.root == "0x" + tree.root.hex():
+                return PublishResult(bid, n, existing.root, False)
+            raise DumpRejected("root_mismatch", f"batch {bid} is stored with another root", 409)
+
+    anchor = None
+    try:
+        anchor = registry.anchor_event(batch_id)
+    except Exception:  # noqa: BLE001 - the coordinates are informative; the root check above is what counts
+        anchor = None
+    row = PubBatch(
+        batch_id=bid, issuer_address=onchain.issuer, sku=bytes32_to_sku(first.sku), face_value=first.face_value,
+        currency=first.currency_str, expiry=first.expiry, code_form=first.code_form, card_count=n,
+        root="0x" + tree.root.hex(), chain_id=registry.client.chain_id, registry_address=registry.address,
+        anchor_tx=(anchor or {}).get("tx_hash"), anchor_block=(anchor or {}).get("block_number"),
+        anchored_at=onchain.anchored_at, published_at=dt.datetime.now(dt.UTC),
+    )
+    positions = tree.tree_indices
+    try:
+        with sessions.begin() as session:
+            clash = session.scalar(select(PubBatch.id).where(PubBatch.batch_id == bid))
+            if clash is not None:  # published concurrently
+                return PublishResult(bid, n, row.root, False)
+            session.add(row)
+            session.flush()
+            repo.bulk_insert_cards(session, ((s, row.id, leaf.index, leaf.code_commitment, p)
+                                             for s, leaf, p in zip(serials, leaves, positions)))
+            repo.save_tiles(session, row.id, tree.nodes)
+    except IntegrityError:
+        raise DumpRejected("serial_conflict", "a serial of this batch is already published in another batch",
+                           409) from None
+    except Exception as exc:  # psycopg's UniqueViolation may surface unwrapped from COPY
+        if "unique" in str(exc).lower() or "duplicate" in str(exc).lower():
+            raise DumpRejected("serial_conflict", "a serial of this batch is already published in another batch",
+                               409) from None
+        raise
+    return PublishResult(bid, n, row.root, True)
