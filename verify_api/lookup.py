@@ -21,7 +21,7 @@ from verify_api.errors import ApiError
 from verify_api.storage import repository as repo
 from verify_api.storage.models import PubBatch, PubCard
 
-__all__ = ["BatchRecord", "CardRecord", "StoreCorrupt", "batch_record", "find_card", "find_card_and_stats",
+__all__ = ["BatchRecord", "CardRecord", "StoreCorrupt", "batch_record", "find_card",
            "issuer_counts", "leaf_of"]
 
 
@@ -117,28 +117,6 @@ def find_card(session: Session, canon: str) -> CardRecord | None:
     leaf = leaf_of(card, batch)
     return CardRecord(serial=format_serial(leaf.serial), index=card.index, leaf=leaf,
                       proof=_proof(session, card, batch, leaf), batch=_batch_record(batch))
-
-
-def find_card_and_stats(session: Session, canon: str) -> tuple[CardRecord | None, Any, Any]:
-    """``find_card`` and the serial's stored scan counts (``api_card_stats`` row or None) in one query, plus
-    the raw (card, batch) rows (for ``proof_work``); the proof is then read from the tiles (a second query)."""
-    card, batch, stats = repo.card_and_stats(session, canon)
-    if card is None:
-        return None, stats, None
-    leaf = leaf_of(card, batch)
-    record = CardRecord(serial=format_serial(leaf.serial), index=card.index, leaf=leaf,
-                        proof=_proof(session, card, batch, leaf), batch=_batch_record(batch))
-    return record, stats, (card, batch)
-
-
-def proof_work(session: Session, rows: Any) -> None:
-    """What ``find_card_and_stats`` does after finding a card (leaf, proof read from the tiles and checked),
-    on the (card, batch) rows it returned: the same work for a serial that is not published."""
-    card, batch = rows
-    leaf = leaf_of(card, batch)
-    _proof(session, card, batch, leaf)
-    format_serial(leaf.serial)
-    _batch_record(batch)
 
 
 def batch_record(session: Session, batch_id: str) -> BatchRecord | None:

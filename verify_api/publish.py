@@ -34,6 +34,7 @@ from issuer.core.serial import format_serial
 from verify_api.errors import ApiError
 from verify_api.storage import repository as repo
 from verify_api.storage.models import PubBatch
+from verify_api.storage.tiles import tile_of
 
 __all__ = ["DumpRejected", "PublishResult", "publish_dump"]
 
@@ -130,7 +131,7 @@ def publish_dump(sessions: sessionmaker[Session], registry: Registry, batch_id_t
                 return PublishResult(bid, n, row.root, False)
             session.add(row)
             session.flush()
-            repo.bulk_insert_cards(session, ((s, row.id, leaf.index, leaf.code_commitment, p)
+            repo.bulk_insert_cards(session, ((s, row.id, leaf.index, leaf.code_commitment, p, tile_of(p) if p else None)
                                              for s, leaf, p in zip(serials, leaves, positions)))
             repo.save_tiles(session, row.id, tree.nodes)
     except IntegrityError:

@@ -178,6 +178,35 @@ def _write_sqlite(session: Session, rows: list[tuple], increments: dict[str, _Pe
         cur.close()
 
 
+_PG_STATS = (
+    "INSERT INTO api_card_stats (serial, scans, checks, failed_checks, first_scan_at, first_check_at, last_at) "
+    "SELECT * FROM unnest(%s::varchar[], %s::bigint[], %s::bigint[], %s::bigint[], %s::timestamptz[], "
+    "%s::timestamptz[], %s::timestamptz[]) "
+    "ON CONFLICT (serial) DO UPDATE SET "
+    "scans = api_card_stats.scans + excluded.scans, checks = api_card_stats.checks + excluded.checks, "
+    "failed_checks = api_card_stats.failed_checks + excluded.failed_checks, "
+    "first_scan_at = COALESCE(api_card_stats.first_scan_at, excluded.first_scan_at), "
+    "first_check_at = COALESCE(api_card_stats.first_check_at, excluded.first_check_at), "
+    "last_at = excluded.last_at")
+
+
+def _write_postgres(session: Session, rows: list[tuple], increments: dict[str, _Pending]) -> None:
+    """The PostgreSQL fast path: the scans by binary COPY, the counts in one statement over arrays (a few
+    round trips whatever the number of rows, and little work for the server: it shares the 2 cores)."""
+    dbapi = session.connection().connection.dbapi_connection
+    with dbapi.cursor() as cur:
+        with cur.copy("COPY api_scans (at, serial, kind, verdict, ok, client, ua_family, country) "
+                      "FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["timestamptz", "varchar", "varchar", "varchar", "bool", "varchar", "varchar", "varchar"])
+            for row in rows:
+                copy.write_row(row)
+        items = sorted(increments.items())
+        cur.execute(_PG_STATS, (
+            [k for k, _ in items], [i.scans for _, i in items], [i.checks for _, i in items],
+            [i.failed for _, i in items], [i.first_scan for _, i in items], [i.first_check for _, i in items],
+            [i.last for _, i in items]))
+
+
 class ScanRecorder:
     """Queue of scans written by a background thread; per-serial counts for the fraud signal."""
 
@@ -271,7 +300,7 @@ class ScanRecorder:
 
     def stats_from_row(self, serial: str, row: Any) -> dict[str, Any]:
         """Like ``stats``, from the serial's ``api_card_stats`` row (or None) already read by the caller
-        (``lookup.find_card_and_stats`` reads it with the card, in the same query)."""
+        (``card_reader.CardReader.read`` reads it with the card, in the same query)."""
         cached = self.peek_stats(serial)
         if cached is not None:
             return cached
@@ -324,8 +353,11 @@ class ScanRecorder:
                     inc.add(kind, ok, at)
             try:
                 with self._sessions.begin() as session:
-                    if session.get_bind().dialect.name == "sqlite":
+                    dialect = session.get_bind().dialect.name
+                    if dialect == "sqlite":
                         _write_sqlite(session, rows, increments)
+                    elif dialect == "postgresql":
+                        _write_postgres(session, rows, increments)
                     else:
                         session.execute(insert(Scan.__table__), [
                             {"at": at, "serial": serial, "kind": kind, "verdict": verdict, "ok": ok,

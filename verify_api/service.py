@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from issuer.core.errors import InvalidProof
@@ -27,8 +26,7 @@ from issuer.core.leaf import LEAF_ENCODING, LEAF_FIELDS, leaf_hash
 from issuer.core.merkle import process_proof
 from issuer.core.serial import format_serial, parse_serial
 from verify_api.chain_view import MISSING, ChainView
-from verify_api.lookup import CardRecord, find_card, find_card_and_stats, proof_work
-from verify_api.storage.models import PubCard
+from verify_api.lookup import CardRecord
 from verify_api.scans import ScanRecorder
 from verify_api.verdict import ChainFacts, Verdict, decide
 
@@ -136,8 +134,10 @@ class CardService:
         self._cache: dict[str, CachedCard] = {}
         self._lock = threading.Lock()
         self._decoy: CachedCard | None = None
-        self._decoy_rows: Any = None
         self._decoy_at = -1e9
+        from verify_api.card_reader import CardReader
+
+        self.reader = CardReader(sessions.kw["bind"])
 
     # ------------------------------------------------------------------ records
 
@@ -156,6 +156,7 @@ class CardService:
             self._cache.clear()
             self._decoy = None
             self._decoy_at = -1e9
+        self.reader.forget()
 
     def _store(self, c: CachedCard) -> None:
         if self.cache_ttl <= 0 or self.cache_size <= 0:
@@ -174,48 +175,22 @@ class CardService:
         return CachedCard(canon, display, record, bytes.fromhex(record.batch.batch_id[2:]), root, static,
                           self._clock() + ttl)
 
-    def _decoy_card(self, session: Session) -> CachedCard | None:
-        """A real card, anchored if possible, to mirror the work done for a known serial."""
+    def _decoy_card(self) -> CachedCard | None:
+        """A real published card whose chain facts an unknown serial reads (refreshed every 5 minutes), so that
+        an unknown serial costs what a known one does (its database work is mirrored by the card reader)."""
         now = self._clock()
         if self._decoy is not None and now - self._decoy_at < 300:
             return self._decoy
         self._decoy_at = now
-        serial = session.scalar(select(PubCard.serial).limit(1))
-        record = rows = None
+        serial = self.reader.decoy_serial()
+        record = None
         if serial is not None:
             try:
-                record, _stats, rows = find_card_and_stats(session, serial)
+                record, _stats = self.reader.read(serial)
             except Exception:  # noqa: BLE001
-                record = rows = None
-        if record is None:
-            self._decoy = self._decoy_rows = None
-            return None
-        self._decoy, self._decoy_rows = self._make(serial, record.serial, record), rows
+                record = None
+        self._decoy = None if record is None else self._make(serial, record.serial, record)
         return self._decoy
-
-    def _mirror_lookup(self, session: Session) -> None:
-        """What ``find_card`` does after finding a card (leaf, proof from the tiles), done on the decoy, so
-        that an unknown serial costs what a known one does."""
-        decoy = self._decoy_card(session)
-        if decoy is None:
-            return
-        rows = self._decoy_rows
-        try:
-            if rows is not None:  # the card query already ran (and missed): only the proof's reads remain
-                proof_work(session, rows)
-            else:
-                find_card(session, decoy.canon)
-        except Exception:  # noqa: BLE001 - only here to spend the same time
-            pass
-
-    def load(self, session: Session, canon: str, display: str) -> CachedCard:
-        """Read the card from the database (blocking); unknown serials do the same work on the decoy."""
-        record = find_card(session, canon)
-        if record is None:
-            self._mirror_lookup(session)
-        c = self._make(canon, display, record)
-        self._store(c)
-        return c
 
     # ------------------------------------------------------------------ chain facts
 
@@ -324,21 +299,20 @@ class CardService:
         """The answer, reading the database and the chain as needed (blocking)."""
         c = self.peek(canon)
         stats = self.scans.peek_stats(canon)
-        if c is MISSING or stats is None:
+        if c is MISSING:
+            # One round trip: the card, its counts and its leaf's tile (for a serial that is not published,
+            # the decoy's tile, and the same work on it): verify_api.card_reader.
+            record, row = self.reader.read(canon)
+            if record is None:
+                self._decoy_card()
+            c = self._make(canon, display, record)
+            self._store(c)
+            if stats is None:
+                stats = self.scans.stats_from_row(canon, row)
+        elif stats is None:
             with self.sessions() as session:
                 _read_only(session)
-                if c is MISSING:
-                    # One query for the card and its counts, then the proof's tiles (or, for a serial that
-                    # is not published, the decoy's): two round trips either way.
-                    record, row, _rows = find_card_and_stats(session, canon)
-                    if record is None:
-                        self._mirror_lookup(session)
-                    c = self._make(canon, display, record)
-                    self._store(c)
-                    if stats is None:
-                        stats = self.scans.stats_from_row(canon, row)
-                else:
-                    stats = self.scans.stats(session, canon)
+                stats = self.scans.stats(session, canon)
         f = self.peek_facts(c) or self.facts(c)
         return self.build(c, f, stats), c
 

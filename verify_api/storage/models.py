@@ -88,6 +88,10 @@ class PubCard(PublicBase):
     code_commitment: Mapped[bytes] = mapped_column(LargeBinary(32))
     #: Position of the card's leaf in the Merkle heap array.
     tree_pos: Mapped[int] = mapped_column(Integer)
+    #: The tile holding the leaf (``tiles.tile_of(tree_pos)``; None for a one-card batch, whose leaf is the root):
+    #: read with the card in the same query, so a lookup needs one round trip (the tiles above it are shared
+    #: by many cards and stay cached).
+    tile: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class PubTile(PublicBase):

@@ -7,17 +7,17 @@ from collections.abc import Iterable, Iterator
 
 from typing import Any
 
-from sqlalchemy import String, bindparam, cast, delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from verify_api.storage.models import PubBatch, PubCard, PubMeta, PubTile
 from verify_api.storage.tiles import make_tiles, node_from_tiles, tiles_for
 
-__all__ = ["bulk_insert_cards", "card_and_stats", "card_by_serial", "get_or_create_secret", "load_nodes",
+__all__ = ["bulk_insert_cards", "card_by_serial", "get_or_create_secret", "load_nodes",
            "save_tiles"]
 
-_CARD_COLUMNS = 'serial, batch_pk, "index", code_commitment, tree_pos'
+_CARD_COLUMNS = 'serial, batch_pk, "index", code_commitment, tree_pos, tile'
 
 
 def _conn(session: Session | Connection) -> Connection:
@@ -27,8 +27,9 @@ def _conn(session: Session | Connection) -> Connection:
     return session
 
 
-def bulk_insert_cards(session: Session | Connection, rows: Iterator[tuple[str, int, int, bytes, int]]) -> int:
-    """Insert ``(serial, batch_pk, index, code_commitment, tree_pos)`` rows: executemany on SQLite,
+def bulk_insert_cards(session: Session | Connection,
+                      rows: Iterator[tuple[str, int, int, bytes, int, int | None]]) -> int:
+    """Insert ``(serial, batch_pk, index, code_commitment, tree_pos, tile)`` rows: executemany on SQLite,
     binary COPY on PostgreSQL, in the caller's transaction."""
     conn = _conn(session)
     dbapi = conn.connection.dbapi_connection
@@ -36,7 +37,7 @@ def bulk_insert_cards(session: Session | Connection, rows: Iterator[tuple[str, i
     if conn.dialect.name == "postgresql":
         with dbapi.cursor() as cur:
             with cur.copy(f"COPY pub_cards ({_CARD_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["text", "int4", "int4", "bytea", "int4"])
+                copy.set_types(["text", "int4", "int4", "bytea", "int4", "int8"])
                 for row in rows:
                     copy.write_row(row)
                     count += 1
@@ -44,11 +45,11 @@ def bulk_insert_cards(session: Session | Connection, rows: Iterator[tuple[str, i
     if conn.dialect.name == "sqlite":
         cur = dbapi.cursor()
         try:
-            cur.executemany(f"INSERT INTO pub_cards ({_CARD_COLUMNS}) VALUES (?, ?, ?, ?, ?)", rows)
+            cur.executemany(f"INSERT INTO pub_cards ({_CARD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", rows)
             return max(cur.rowcount, 0)
         finally:
             cur.close()
-    keys = ("serial", "batch_pk", "index", "code_commitment", "tree_pos")
+    keys = ("serial", "batch_pk", "index", "code_commitment", "tree_pos", "tile")
     chunk: list[dict] = []
     for row in rows:
         chunk.append(dict(zip(keys, row)))
@@ -101,46 +102,6 @@ def _tiles_query(n: int) -> Any:
         q = _TILES_QUERIES[n] = select(t.c.tile, t.c.data).where(
             t.c.batch_pk == bindparam("b"), t.c.tile.in_([bindparam(f"t{i}") for i in range(n)]))
     return q
-
-
-_CARD_COLS = ("serial", "batch_pk", "index", "code_commitment", "tree_pos")
-_BATCH_COLS = ("id", "batch_id", "issuer_address", "sku", "face_value", "currency", "expiry", "code_form",
-               "card_count", "root", "chain_id", "registry_address", "anchor_tx", "anchor_block", "anchored_at",
-               "published_at")
-_STATS_COLS = ("serial", "scans", "checks", "failed_checks", "first_scan_at", "first_check_at")
-_CARD_AND_STATS: Any = None
-
-
-class Row:
-    """Plain attributes of a row (what ``lookup`` reads of a card or a batch), detached from any session."""
-
-    def __init__(self, **values: Any) -> None:
-        self.__dict__.update(values)
-
-
-def card_and_stats(session: Session, canon: str) -> tuple[Row | None, Row | None, Row | None]:
-    """(card, its batch, the serial's scan counts) in one query and one round trip; each None when absent.
-
-    The query always returns one row (the serial is joined to the cards and to the counts), so a serial
-    that is not published costs the same query as one that is, and its counts are read all the same."""
-    global _CARD_AND_STATS
-    if _CARD_AND_STATS is None:
-        from verify_api.models import CardStats
-
-        c, b, st = PubCard.__table__, PubBatch.__table__, CardStats.__table__
-        q = select(cast(bindparam("serial"), String).label("q_serial")).subquery("q")
-        _CARD_AND_STATS = (
-            select(*[c.c[k] for k in _CARD_COLS], *[b.c[k] for k in _BATCH_COLS], *[st.c[k] for k in _STATS_COLS])
-            .select_from(q.outerjoin(c, c.c.serial == q.c.q_serial).outerjoin(b, b.c.id == c.c.batch_pk)
-                         .outerjoin(st, st.c.serial == q.c.q_serial)))
-    row = tuple(_conn(session).execute(_CARD_AND_STATS, {"serial": canon}).one())
-    nc, nb = len(_CARD_COLS), len(_BATCH_COLS)
-    card = dict(zip(_CARD_COLS, row[:nc]))
-    batch = dict(zip(_BATCH_COLS, row[nc:nc + nb]))
-    stats = dict(zip(_STATS_COLS, row[nc + nb:]))
-    found = card["serial"] is not None and batch["id"] is not None
-    return (Row(**card) if found else None, Row(**batch) if found else None,
-            Row(**stats) if stats["serial"] is not None else None)
 
 
 def card_by_serial(session: Session, canon: str) -> tuple[PubCard, PubBatch] | None:

@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.Column("index", sa.Integer(), nullable=False),
         sa.Column("code_commitment", sa.LargeBinary(32), nullable=False),
         sa.Column("tree_pos", sa.Integer(), nullable=False),
+        sa.Column("tile", sa.BigInteger(), nullable=True),
         sa.ForeignKeyConstraint(["batch_pk"], ["pub_batches.id"], name="fk_pub_cards_batch_pk_pub_batches",
                                 ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("serial", name="pk_pub_cards"),

@@ -1,0 +1,226 @@
+"""The cold lookup path: a card, its proof and its scan counts in one database round trip.
+
+A QR scan is nearly always a serial nobody asked about before, so this path is the one users feel. One
+query, on the DB-API cursor (a server-side prepared statement on PostgreSQL), returns the card, the
+serial's scan counts and the tile that holds the card's leaf (``pub_cards.tile``). The rest of the proof
+comes from the tiles above it, which every card of the batch shares, kept in a bounded in-process cache
+(read once, in one more query, when missing); published batches never change, so neither can go stale.
+Batches are cached the same way.
+
+An unknown serial costs the same: the query reads the decoy card's leaf tile instead (``COALESCE``), and
+the decoy's leaf and proof are computed and checked as a known card's would be.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from issuer.core.errors import InvalidProof
+from issuer.core.leaf import LEAF_VERSION, CardLeaf, currency_to_bytes3, leaf_hash, sku_to_bytes32
+from issuer.core.merkle import process_proof, proof_positions
+from issuer.core.serial import format_serial, parse_serial
+from verify_api.lookup import BatchRecord, CardRecord, StoreCorrupt
+from verify_api.storage.models import PubBatch, PubCard, PubTile
+from verify_api.storage.tiles import TILE_HEIGHT, depth, node_from_tiles, tile_of
+
+__all__ = ["CardReader", "StatsRow"]
+
+_SQL = (
+    'SELECT c.batch_pk, c."index", c.code_commitment, c.tree_pos, c.tile, '
+    "s.scans, s.checks, s.failed_checks, s.first_scan_at, s.first_check_at, t.data "
+    "FROM (SELECT {p_serial} AS q_serial) q "
+    "LEFT JOIN pub_cards c ON c.serial = q.q_serial "
+    "LEFT JOIN api_card_stats s ON s.serial = q.q_serial "
+    "LEFT JOIN pub_tiles t ON t.batch_pk = COALESCE(c.batch_pk, {p_dbatch}) AND t.tile = COALESCE(c.tile, {p_dtile})"
+)
+_PARAMS = {"postgresql": ("%(serial)s::varchar", "%(dbatch)s", "%(dtile)s"),
+           "sqlite": (":serial", ":dbatch", ":dtile")}
+
+
+class StatsRow:
+    """An ``api_card_stats`` row, as ``ScanRecorder.stats_from_row`` reads it."""
+
+    __slots__ = ("scans", "checks", "failed_checks", "first_scan_at", "first_check_at")
+
+    def __init__(self, scans: int, checks: int, failed: int, first_scan: Any, first_check: Any) -> None:
+        self.scans, self.checks, self.failed_checks = scans, checks, failed
+        self.first_scan_at, self.first_check_at = _utc(first_scan), _utc(first_check)
+
+
+def _utc(value: Any) -> dt.datetime | None:
+    """A stored time as an aware UTC datetime (SQLite hands back naive text, PostgreSQL aware datetimes)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class CardReader:
+    """Reads cards of the public database on the hot path (thread-safe)."""
+
+    def __init__(self, engine: Engine, *, tile_cache: int = 100_000) -> None:
+        self.engine = engine
+        dialect = engine.dialect.name
+        self._pg = dialect == "postgresql"
+        names = _PARAMS.get(dialect)
+        if names is None:
+            raise ValueError(f"the public database must be PostgreSQL or SQLite, not {dialect}")
+        self._sql = _SQL.format(p_serial=names[0], p_dbatch=names[1], p_dtile=names[2])
+        self._lock = threading.Lock()
+        self._batches: dict[int, tuple[BatchRecord, bytes, bytes, bytes]] = {}
+        self._tiles: dict[tuple[int, int], bytes] = {}
+        self._tile_cache = tile_cache
+        #: (batch_pk, tile, tree_pos, index, commitment, serial) of a real card, for unknown serials.
+        self._decoy: tuple[int, int | None, int, int, bytes, str] | None = None
+        self.queries = 0
+
+    # ------------------------------------------------------------------ the one query
+
+    def _execute(self, canon: str, decoy: tuple | None) -> tuple | None:
+        params = {"serial": canon, "dbatch": decoy[0] if decoy else None, "dtile": decoy[1] if decoy else None}
+        raw = self.engine.raw_connection()
+        try:
+            if self._pg:
+                # One statement, read only: autocommit (a client-side switch in psycopg 3), so no BEGIN and no
+                # ROLLBACK round trip around it.
+                dbapi = raw.driver_connection
+                dbapi.autocommit = True
+                try:
+                    with dbapi.cursor() as cur:
+                        cur.execute(self._sql, params, prepare=True)
+                        row = cur.fetchone()
+                finally:
+                    dbapi.autocommit = False
+            else:
+                cur = raw.cursor()
+                try:
+                    cur.execute(self._sql, params)
+                    row = cur.fetchone()
+                finally:
+                    cur.close()
+        finally:
+            raw.close()
+        self.queries += 1
+        return row
+
+    def read(self, canon: str) -> tuple[CardRecord | None, StatsRow | None]:
+        """The published card with this canonical serial (None if unknown) and its stored scan counts."""
+        decoy = self._decoy or self._pick_decoy()
+        row = self._execute(canon, decoy)
+        batch_pk, index, commitment, tree_pos, tile, scans, checks, failed, fs, fc, tile_data = row
+        stats = None if scans is None else StatsRow(int(scans), int(checks), int(failed), fs, fc)
+        if batch_pk is None:
+            if decoy is not None:  # the same work as for a card: leaf, proof and its check, on the decoy
+                try:
+                    self._record(decoy[0], decoy[3], decoy[4], decoy[2], decoy[1], tile_data, decoy[5])
+                except Exception:  # noqa: BLE001 - only here to spend the same time
+                    pass
+            return None, stats
+        return self._record(batch_pk, int(index), bytes(commitment), int(tree_pos), tile, tile_data, canon), stats
+
+    # ------------------------------------------------------------------ records
+
+    def _record(self, batch_pk: int, index: int, commitment: bytes, tree_pos: int, tile: int | None,
+                tile_data: Any, canon: str) -> CardRecord:
+        batch, batch_id, sku, root = self._batch(batch_pk)
+        leaf = CardLeaf(LEAF_VERSION, batch_id, index, parse_serial(canon), sku, batch.face_value,
+                        currency_to_bytes3(batch.currency), batch.expiry, batch.code_form, commitment)
+        expected = leaf_hash(leaf)
+        positions = proof_positions(tree_pos, 2 * batch.card_count - 1)
+        tiles: dict[int, bytes] = {}
+        if tile is not None:
+            if tile_data is None:
+                raise StoreCorrupt(f"the stored tree of batch {batch.batch_id} lacks the tile of card {canon}")
+            tiles[int(tile)] = bytes(tile_data)
+        needed = {tile_of(p) for p in positions} - tiles.keys()
+        tiles.update(self._upper_tiles(batch_pk, needed))
+        try:
+            if tree_pos and node_from_tiles(tiles, tree_pos) != expected:
+                raise InvalidProof("the stored leaf is not this card's")
+            proof = [node_from_tiles(tiles, p) for p in positions]
+            if None in proof or process_proof(expected, proof) != root:
+                raise InvalidProof("the proof does not reach the root")
+        except InvalidProof:
+            raise StoreCorrupt(f"the stored tree of batch {batch.batch_id} is corrupt") from None
+        return CardRecord(serial=format_serial(leaf.serial), index=index, leaf=leaf, proof=proof, batch=batch)
+
+    def _batch(self, batch_pk: int) -> tuple[BatchRecord, bytes, bytes, bytes]:
+        found = self._batches.get(batch_pk)
+        if found is None:
+            from verify_api.lookup import _batch_record
+
+            with self.engine.connect() as conn:
+                b = conn.execute(select(PubBatch.__table__).where(PubBatch.__table__.c.id == batch_pk)).one()
+            rec = _batch_record(b)
+            found = (rec, bytes.fromhex(rec.batch_id[2:]), sku_to_bytes32(rec.sku), bytes.fromhex(rec.root[2:]))
+            self._load_upper_tiles(batch_pk, rec.card_count)
+            with self._lock:
+                self._batches[batch_pk] = found
+        return found
+
+    def _load_upper_tiles(self, batch_pk: int, card_count: int) -> None:
+        """Cache, in one query, every tile above the shallowest leaf's tile: the tiles all of the batch's proofs
+        share (1,057 tiles, about 2 MiB, for a million cards)."""
+        if card_count < 2:
+            return
+        shallowest = depth(card_count - 1)  # the first leaf position, n - 1
+        below = ((shallowest - 1) // TILE_HEIGHT) * TILE_HEIGHT  # root depth of the shallowest leaf's tile
+        if below == 0:
+            return
+        table = PubTile.__table__
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(table.c.tile, table.c.data).where(
+                table.c.batch_pk == batch_pk, table.c.tile < (1 << below) - 1)).all()
+        with self._lock:
+            if len(self._tiles) + len(rows) > self._tile_cache:
+                self._tiles.clear()
+            for t, data in rows:
+                self._tiles[(batch_pk, int(t))] = bytes(data)
+
+    def _upper_tiles(self, batch_pk: int, wanted: set[int]) -> dict[int, bytes]:
+        out: dict[int, bytes] = {}
+        missing = []
+        for t in wanted:
+            data = self._tiles.get((batch_pk, t))
+            if data is None:
+                missing.append(t)
+            else:
+                out[t] = data
+        if missing:
+            table = PubTile.__table__
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(table.c.tile, table.c.data).where(
+                    table.c.batch_pk == batch_pk, table.c.tile.in_(sorted(missing)))).all()
+            with self._lock:
+                if len(self._tiles) + len(rows) > self._tile_cache:
+                    self._tiles.clear()
+                for t, data in rows:
+                    out[int(t)] = self._tiles[(batch_pk, int(t))] = bytes(data)
+        return out
+
+    def _pick_decoy(self) -> tuple | None:
+        """A real published card (read once), whose leaf tile an unknown serial's query reads."""
+        c = PubCard.__table__
+        with self.engine.connect() as conn:
+            row = conn.execute(select(c.c.batch_pk, c.c.tile, c.c.tree_pos, c.c.index, c.c.code_commitment,
+                                      c.c.serial).limit(1)).first()
+        if row is None:
+            return None
+        self._decoy = (int(row[0]), None if row[1] is None else int(row[1]), int(row[2]), int(row[3]),
+                       bytes(row[4]), row[5])
+        return self._decoy
+
+    def decoy_serial(self) -> str | None:
+        decoy = self._decoy or self._pick_decoy()
+        return None if decoy is None else decoy[5]
+
+    def forget(self) -> None:
+        """Forget the decoy (after a publish: there may be cards now where there were none)."""
+        with self._lock:
+            self._decoy = None
