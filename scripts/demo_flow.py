@@ -180,7 +180,9 @@ def run(once: bool, port: int) -> int:
             servers.append(public)
             where = f"in-process public service at {api}"
         else:
-            env = {k: v for k, v in os.environ.items() if k not in ("CARDPROOF_PRIVATE_KEY",)}
+            from verify_api.cli import secret_env_names
+
+            env = {k: v for k, v in os.environ.items() if k not in secret_env_names()}  # it holds no secret
             servers.append(start_process([str(REPO / ".venv" / "bin" / "cardproof"), "serve", "--port", str(port)],
                                          env, f"{api}/healthz", "the public service"))
             where = f"public service (cardproof serve) at {api}"

@@ -10,7 +10,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
@@ -41,8 +41,12 @@ def serve(host: Annotated[str, typer.Option(help="Interface to listen on.")] = "
                                                                           "timelines) in a background thread.")] = True,
           index_interval: Annotated[float, typer.Option(min=0.05, help="Seconds between indexer passes.")] = 2.0
           ) -> None:
-    """Run the verification API and the QR landing pages (uvicorn, httptools, uvloop), and the event indexer."""
+    """Run the verification API and the QR landing pages (uvicorn, httptools, uvloop), and the event indexer.
+
+    The public service holds no secret: it refuses to start with a key of the supplier's side in its environment."""
     import uvicorn
+
+    refuse_secrets(os.environ)
 
     os.environ.setdefault("CARDPROOF_API_TUNE_GC", "true")  # a process of its own: GC tuned for latency
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -73,6 +77,32 @@ def serve(host: Annotated[str, typer.Option(help="Interface to listen on.")] = "
     finally:
         if indexer is not None:
             indexer.stop()
+
+
+class SecretInEnvironment(ConfigError):
+    """A secret of the supplier's side is in the public service's environment."""
+
+    code = "secret_in_environment"
+
+
+def secret_env_names() -> list[str]:
+    """The environment variables that carry secrets (every ``SecretStr`` setting of ``chain.settings``)."""
+    from pydantic import SecretStr
+
+    from chain.settings import Settings
+
+    prefix = Settings.model_config.get("env_prefix", "")
+    return sorted(f"{prefix}{name}".upper() for name, field in Settings.model_fields.items()
+                  if SecretStr in getattr(field.annotation, "__args__", (field.annotation,)))
+
+
+def refuse_secrets(environ: Any) -> None:
+    """Refuse to run the public service with a supplier's secret (key, signing key) in its environment: it
+    needs none, and a breach of it must expose none."""
+    found = [name for name in secret_env_names() if environ.get(name)]
+    if found:
+        raise SecretInEnvironment(f"{', '.join(found)} is set: the public service holds no secret; run it "
+                                  "without the supplier's keys (they belong to `cardproof issuer serve`)")
 
 
 _SERIAL_IN_PATH = re.compile(r"/(?:c|v1/cards)/([^/?#]+)")
