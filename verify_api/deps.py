@@ -103,7 +103,11 @@ class AppDeps:
 
 
 def connect_registry(settings: Settings, api: ApiSettings) -> Registry:
-    """The configured chain's registry. Reading needs no account: without one, a throwaway address is used."""
+    """The configured chain's registry. Reading needs no account: without one, a throwaway address is used.
+
+    The node's URL is resolved on each call (CARDPROOF_RPC_URL, else the local chain recorded under
+    $CARDPROOF_HOME/chain), so the chain view, which calls this again after a few failed polls, finds a
+    local chain restarted on another port."""
     from chain.client import connect
     from chain.deployments import REGISTRY, find
 
