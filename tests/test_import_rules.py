@@ -109,7 +109,7 @@ def _submodule(root: Path, module: str, name: str) -> str:
 
 #: The secret-free modules of issuer/ that the public side may use besides the pure core: column types and the
 #: engine/migration plumbing (no table, no key, no code).
-SECRET_FREE = ("issuer.storage.types", "issuer.storage.db")
+SECRET_FREE = ("issuer.storage.types", "issuer.storage.db", "issuer.storage.outages", "issuer.storage.rates")
 
 
 def _not_core(module: str) -> bool:

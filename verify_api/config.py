@@ -9,47 +9,14 @@ Rates are written ``"N/period"`` with period ``second``, ``minute``, ``hour`` or
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from issuer.storage.rates import Rate, parse_rate
+
 __all__ = ["ApiSettings", "Rate", "get_api_settings", "parse_rate"]
-
-_PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600,
-            "d": 86400, "day": 86400}
-_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+?)s?\s*$")
-
-
-@dataclass(frozen=True)
-class Rate:
-    """At most ``limit`` events per ``period`` seconds (0 = unlimited)."""
-
-    limit: int
-    period: float
-
-    @property
-    def unlimited(self) -> bool:
-        return self.limit <= 0
-
-    def __str__(self) -> str:
-        return "off" if self.unlimited else f"{self.limit}/{self.period:g}s"
-
-
-def parse_rate(text: str | Rate) -> Rate:
-    if isinstance(text, Rate):
-        return text
-    value = str(text).strip().lower()
-    if value in ("", "0", "off", "none", "unlimited"):
-        return Rate(0, 1.0)
-    m = _RATE_RE.match(value)
-    if not m or m.group(3) not in _PERIODS:
-        raise ValueError(f"a rate is written like '30/minute', not {text!r}")
-    mult = int(m.group(2)) if m.group(2) else 1
-    return Rate(int(m.group(1)), float(_PERIODS[m.group(3)] * max(mult, 1)))
-
 
 class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CARDPROOF_API_", env_file=None, case_sensitive=False,

@@ -3,27 +3,55 @@
 Every error body is ``{"error": {"code": "...", "message": "..."}}`` with a stable ``code``.
 Bad input never reaches the 500 handler: malformed serials, codes, ids and addresses are 422,
 unknown things 404, conflicts 409; only a bug is ``internal``.
+
+The database being unreachable is not a bug: it is ``503 database_unavailable`` with a ``Retry-After``, on
+every endpoint, and :class:`Outage` logs one line when it starts and one when it ends, never one per request.
+:func:`watch_database` (installed at startup by :func:`install_error_handlers`) notices the end from the
+engine itself: the first new connection or successful statement after the outage.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
+import weakref
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chain import errors as chain_errors
 from chain.errors import CardproofError
+from issuer.storage.outages import Outage, database_error_types, is_database_outage
+from issuer.storage.outages import watch_database as _watch
 from issuer.core.errors import CoreError, InvalidSerial
 from verify_api.jsonresp import JSONResponse
 
 log = logging.getLogger("cardproof.api")
 
-__all__ = ["ApiError", "RateLimited", "VerificationMismatch", "error_body", "error_code", "http_status",
-           "install_error_handlers"]
+__all__ = [
+    "DB_RETRY_AFTER",
+    "ApiError",
+    "DatabaseUnavailable",
+    "Outage",
+    "RateLimited",
+    "VerificationMismatch",
+    "database_outage",
+    "engine_of",
+    "error_body",
+    "error_code",
+    "http_status",
+    "install_error_handlers",
+    "is_database_outage",
+    "watch_database",
+]
+
+#: Retry-After (seconds) of a 503 database_unavailable.
+DB_RETRY_AFTER = 5
 
 
 class ApiError(CardproofError):
@@ -44,6 +72,48 @@ class RateLimited(ApiError):
         secs = max(1, int(retry_after + 0.999))
         super().__init__(429, "rate_limited", f"too many {what}; retry in {secs} s",
                          headers={"Retry-After": str(secs)})
+
+
+class DatabaseUnavailable(ApiError):
+    def __init__(self, retry_after: int = DB_RETRY_AFTER) -> None:
+        super().__init__(503, "database_unavailable", "the database is unavailable; retry later",
+                         headers={"Retry-After": str(retry_after)})
+
+
+_outages: weakref.WeakKeyDictionary[Engine, Outage] = weakref.WeakKeyDictionary()
+_outages_lock = threading.Lock()
+
+
+def engine_of(deps: Any) -> Engine | None:
+    """The engine of an app's ``deps`` (its ``engine``, else its sessionmaker's bind)."""
+    engine = getattr(deps, "engine", None)
+    if isinstance(engine, Engine):
+        return engine
+    sessions = getattr(deps, "sessions", None)
+    bind = getattr(sessions, "kw", {}).get("bind") if sessions is not None else None
+    return bind if isinstance(bind, Engine) else None
+
+
+def database_outage(engine: Engine | None) -> Outage:
+    """The outage state of ``engine``'s database (watched from the first call on: :func:`watch_database`)."""
+    if engine is None:
+        return _unwatched
+    found = _outages.get(engine)
+    if found is None:
+        with _outages_lock:
+            found = _outages.get(engine)
+            if found is None:
+                found = _outages[engine] = watch_database(engine)
+    return found
+
+
+_unwatched = Outage("database", "answering 503 database_unavailable", log)
+
+
+def watch_database(engine: Engine, outage: Outage | None = None) -> Outage:
+    """:func:`issuer.storage.outages.watch_database` (the public engine has no pre-ping: a pooled connection the
+    server closed is dropped at checkout, so a PostgreSQL restart costs no failed request)."""
+    return _watch(engine, outage or Outage("database", "answering 503 database_unavailable", log))[0]
 
 
 class VerificationMismatch(CardproofError):
@@ -130,6 +200,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def handle(request: Request, exc: Exception) -> JSONResponse:
         headers: dict[str, str] = {}
+        if isinstance(exc, DatabaseUnavailable) or is_database_outage(exc):
+            # One log line per outage (Outage), not one per request.
+            database_outage(engine_of(getattr(request.app.state, "deps", None))).failed(exc)
+            err = exc if isinstance(exc, DatabaseUnavailable) else DatabaseUnavailable()
+            return JSONResponse(error_body(err.code, err.message), status_code=err.status, headers=dict(err.headers))
         if isinstance(exc, RequestValidationError):
             status, code, message = 422, "invalid_request", _validation_message(exc)
         elif isinstance(exc, StarletteHTTPException) and exc.status_code == 400:
@@ -152,8 +227,29 @@ def install_error_handlers(app: FastAPI) -> None:
             status, code, message = 500, "internal", "internal error"
         return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
+    _watch_on_startup(app)
+    # Database errors get handlers of their own: a handler for Exception runs in Starlette's outermost
+    # middleware, which re-raises after answering (a traceback per request, and the connection dropped).
+    for exc_type in database_error_types():
+        app.add_exception_handler(exc_type, handle)
     app.add_exception_handler(RequestValidationError, handle)
     app.add_exception_handler(StarletteHTTPException, handle)
     app.add_exception_handler(CardproofError, handle)
     app.add_exception_handler(CoreError, handle)
     app.add_exception_handler(Exception, handle)
+
+
+def _watch_on_startup(app: FastAPI) -> None:
+    """Watch the app's database from startup on (not only from its first failure): see :func:`watch_database`."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: Any):
+        async with inner(a) as state:
+            try:
+                database_outage(engine_of(getattr(a.state, "deps", None)))
+            except Exception:
+                log.debug("cannot watch the database", exc_info=True)
+            yield state
+
+    app.router.lifespan_context = lifespan

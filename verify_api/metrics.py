@@ -1,4 +1,4 @@
-"""Prometheus metrics: requests, latency, verdicts, rate limiting, chain state.
+"""Prometheus metrics: requests, latency, verdicts, rate limiting, chain state, database and Redis outages.
 
 With several workers, set ``PROMETHEUS_MULTIPROC_DIR`` (``cardproof serve --workers N`` does) so
 /metrics adds up every worker's counters.
@@ -10,10 +10,16 @@ import os
 import time
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 
-__all__ = ["REQUESTS", "LATENCY", "VERDICTS", "RATE_LIMITED", "MetricsMiddleware", "render"]
+__all__ = ["LATENCY", "RATE_LIMITED", "REQUESTS", "VERDICTS", "MetricsMiddleware", "render"]
 
 REQUESTS = Counter("cardproof_api_requests_total", "HTTP requests", ["route", "method", "status"])
 LATENCY = Histogram("cardproof_api_request_seconds", "Request latency", ["route"],
@@ -39,7 +45,7 @@ class _ChainCollector:
     def __init__(self, deps: Any) -> None:
         self.deps = deps
 
-    def collect(self):  # noqa: ANN201
+    def collect(self):
         st = self.deps.chain.status()
         g = GaugeMetricFamily("cardproof_api_chain_state", "1 for the chain view's current state", labels=["state"])
         for state in ("live", "stale", "unavailable"):
@@ -50,6 +56,16 @@ class _ChainCollector:
                                 value=float(self.deps.chain.reads))
         yield GaugeMetricFamily("cardproof_api_scans_written", "Scans written by this worker",
                                 value=float(self.deps.scans.written))
+        from verify_api.errors import database_outage, engine_of
+
+        yield GaugeMetricFamily("cardproof_api_database_available",
+                                "1 while the database answers, 0 during an outage (answered 503 database_unavailable)",
+                                value=1.0 if database_outage(engine_of(self.deps)).available else 0.0)
+        limiter = self.deps.limiter
+        if getattr(limiter, "backend", None) == "redis":
+            yield GaugeMetricFamily("cardproof_api_redis_available",
+                                    "1 while Redis answers, 0 during an outage (rate limits per worker meanwhile)",
+                                    value=1.0 if limiter.available else 0.0)
 
 
 def render(deps: Any) -> tuple[bytes, str]:

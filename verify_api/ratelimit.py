@@ -1,9 +1,14 @@
 """Rate limits (GCRA: a smooth token bucket allowing a burst of ``limit``), in memory or in Redis.
 
 :func:`make_limiter` picks Redis when ``CARDPROOF_REDIS_URL`` is set, so every worker shares the same
-counters; otherwise each process keeps its own in memory. If Redis stops answering, the Redis limiter
-falls back to memory (and says so in the log) rather than failing requests or letting everything
-through. The same backends keep the single-use nonces of signed requests.
+counters; otherwise each process keeps its own in memory.
+
+If Redis stops answering, the public service's lookups go on with per-worker limits in memory: its rate
+limits protect capacity, they are not a security control (the supplier's service, whose nonces are, fails
+closed instead: ``issuer.service.ratelimit``). The outage is logged once when it starts and once when it
+ends, Redis is tried again every ``retry_interval`` seconds, and it is visible: ``/readyz`` says
+``redis: unavailable`` (the service stays ``ready``: it still answers) and ``/metrics`` has
+``cardproof_api_redis_available 0``.
 """
 
 from __future__ import annotations
@@ -12,10 +17,9 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
 from typing import Protocol
 
-from verify_api.config import Rate
+from issuer.storage.rates import GCRA_LUA, MemoryLimiter, Rate
 
 log = logging.getLogger("cardproof.api.ratelimit")
 
@@ -36,90 +40,59 @@ class Limiter(Protocol):
     def close(self) -> None: ...
 
 
-class MemoryLimiter:
-    backend = "memory"
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, max_keys: int = 500_000) -> None:
-        self._clock = clock
-        self._tat: dict[str, float] = {}
-        self._nonces: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._max_keys = max_keys
-        self._next_sweep = 0.0
-
-    def hit(self, key: str, rate: Rate) -> float:
-        if rate.unlimited:
-            return 0.0
-        interval = rate.period / rate.limit
-        now = self._clock()
-        with self._lock:
-            if now >= self._next_sweep or len(self._tat) > self._max_keys:
-                self._sweep(now)
-            tat = max(self._tat.get(key, now), now)
-            new = tat + interval
-            if new - now > rate.period + 1e-9:
-                return new - now - rate.period
-            self._tat[key] = new
-            return 0.0
-
-    def _sweep(self, now: float) -> None:
-        self._tat = {k: v for k, v in self._tat.items() if v > now}
-        self._nonces = {k: v for k, v in self._nonces.items() if v > now}
-        self._next_sweep = now + 60.0
-
-    def once(self, key: str, ttl: float) -> bool:
-        now = self._clock()
-        with self._lock:
-            until = self._nonces.get(key)
-            if until is not None and until > now:
-                return False
-            self._nonces[key] = now + ttl
-            return True
-
-    def reset(self) -> None:
-        with self._lock:
-            self._tat.clear()
-            self._nonces.clear()
-
-    def close(self) -> None:
-        pass
-
-
-_GCRA = """
-local interval = tonumber(ARGV[1])
-local period = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new = tat + interval
-if new - now > period then return new - now - period end
-redis.call('SET', KEYS[1], new, 'PX', math.max(1, math.ceil(new - now)))
-return 0
-"""
 
 
 class RedisLimiter:
     backend = "redis"
 
-    def __init__(self, url: str, prefix: str = "cardproof:", timeout: float = 0.25) -> None:
+    def __init__(self, url: str, prefix: str = "cardproof:", timeout: float = 0.25,
+                 retry_interval: float = 5.0) -> None:
         import redis
 
         self._redis = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                            health_check_interval=30)
         self._prefix = prefix
-        self._script = self._redis.register_script(_GCRA)
+        self._script = self._redis.register_script(GCRA_LUA)
         self._fallback = MemoryLimiter()
-        self._down_until = 0.0
+        self._retry_interval = retry_interval
+        self._retry_at = 0.0
+        #: monotonic time the outage started; None while Redis answers.
+        self.down_since: float | None = None
+        self._checked_at = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def available(self) -> bool:
+        """Whether Redis answers (pinged when nothing told us for ``retry_interval`` seconds)."""
+        now = time.monotonic()
+        if self.down_since is None and now - self._checked_at < self._retry_interval:
+            return True
+        if self.down_since is not None and now < self._retry_at:
+            return False
+        return self.ping()
 
     def _use_fallback(self) -> bool:
-        return time.monotonic() < self._down_until
+        return self.down_since is not None and time.monotonic() < self._retry_at
 
     def _failed(self, exc: BaseException) -> None:
-        if not self._use_fallback():
-            log.warning("Redis rate limiter unavailable (%s); using per-process limits for 5 s",
-                        type(exc).__name__)
-        self._down_until = time.monotonic() + 5.0
+        with self._lock:
+            self._retry_at = time.monotonic() + self._retry_interval
+            if self.down_since is not None:
+                return
+            self.down_since = time.monotonic()
+        log.error("Redis unavailable (%s); rate limits per worker until it answers again (tried every %g s)",
+                  type(exc).__name__, self._retry_interval)
+
+    def _ok(self) -> None:
+        self._checked_at = time.monotonic()
+        if self.down_since is None:
+            return
+        with self._lock:
+            if self.down_since is None:
+                return
+            took, self.down_since = time.monotonic() - self.down_since, None
+        log.warning("Redis available again after %.1f s; rate limits shared again", took)
 
     def hit(self, key: str, rate: Rate) -> float:
         if rate.unlimited:
@@ -133,16 +106,22 @@ class RedisLimiter:
         except Exception as exc:  # noqa: BLE001 - redis.RedisError, OSError
             self._failed(exc)
             return self._fallback.hit(key, rate)
+        self._ok()
         return float(wait_ms) / 1000.0
 
     def once(self, key: str, ttl: float) -> bool:
+        """Per worker while Redis is down, like the rate limits. The public service keeps no single-use
+        secret (signed requests are the supplier's service's, whose nonces fail closed)."""
         if self._use_fallback():
             return self._fallback.once(key, ttl)
         try:
-            return bool(self._redis.set(f"{self._prefix}nonce:{key}", b"1", nx=True, px=max(1, math.ceil(ttl * 1000))))
+            first = bool(self._redis.set(f"{self._prefix}nonce:{key}", b"1", nx=True,
+                                         px=max(1, math.ceil(ttl * 1000))))
         except Exception as exc:  # noqa: BLE001
             self._failed(exc)
             return self._fallback.once(key, ttl)
+        self._ok()
+        return first
 
     def reset(self) -> None:
         self._fallback.reset()
@@ -153,10 +132,14 @@ class RedisLimiter:
             pass
 
     def ping(self) -> bool:
+        """Ask Redis now; records the outage's start or end."""
         try:
-            return bool(self._redis.ping())
-        except Exception:  # noqa: BLE001
+            self._redis.ping()
+        except Exception as exc:  # noqa: BLE001
+            self._failed(exc)
             return False
+        self._ok()
+        return True
 
     def close(self) -> None:
         try:

@@ -172,9 +172,12 @@ class Readiness(BaseModel):
     database: str
     chain: str
     last_block: int | None
+    redis: str = Field(description="ok, unavailable (lookups then use per-worker rate limits) or not_configured.")
 
 
 ERRORS = {
     422: {"model": ErrorBody, "description": "Malformed input (code invalid_serial, invalid_request, ...)."},
     429: {"model": ErrorBody, "description": "Rate limited (code rate_limited); see Retry-After."},
+    503: {"model": ErrorBody, "description": "The database is unavailable (code database_unavailable); see "
+                                             "Retry-After."},
 }

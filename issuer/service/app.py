@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -24,7 +25,13 @@ from chain.registry import Registry
 from chain.settings import Settings, get_settings
 from issuer.secrets_store import MasterKey
 from issuer.service.config import ServiceSettings, get_service_settings
-from issuer.service.errors import RateLimited, install_error_handlers
+from issuer.service.errors import (
+    Outage,
+    RateLimited,
+    install_error_handlers,
+    unwatch_database,
+    watch_database,
+)
 from issuer.service.ratelimit import Limiter, make_limiter
 
 log = logging.getLogger("cardproof.issuer.service")
@@ -99,6 +106,11 @@ class ServiceDeps:
         if wait > 0:
             raise RateLimited(wait, f"{scope} requests")
 
+    def engine(self) -> Engine | None:
+        """The engine behind ``sessions`` (None if they are not bound to one)."""
+        bind = getattr(self.sessions, "kw", {}).get("bind")
+        return bind if isinstance(bind, Engine) else None
+
     def close(self) -> None:
         for thing in self._owned:
             try:
@@ -116,9 +128,15 @@ def create_app(settings: Settings | None = None, *, deps: ServiceDeps | None = N
     async def lifespan(app: FastAPI):
         await run_in_threadpool(deps.resolve)
         app.state.deps = deps
+        # Database outages: 503 database_unavailable, one log line when one starts and one when it ends.
+        app.state.database_outage = Outage("database", "answering 503 database_unavailable")
+        engine = deps.engine()
+        listeners = watch_database(engine, app.state.database_outage) if engine is not None else []
         try:
             yield
         finally:
+            if listeners:
+                unwatch_database(engine, listeners)
             await run_in_threadpool(deps.close)
 
     app = FastAPI(title="cardproof issuer service", version="1.0", description=DESCRIPTION, lifespan=lifespan,

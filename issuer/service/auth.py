@@ -13,7 +13,9 @@ Signed request
         cardproof-request-v1\\n{METHOD}\\n{PATH}\\n{TIMESTAMP}\\n{NONCE}\\n{sha256(body) hex}
 
     The timestamp must be within the signature window and each nonce is accepted once. The signer
-    must be the card's issuer or one of its redeemers on chain (``isRedeemer``).
+    must be the card's issuer or one of its redeemers on chain (``isRedeemer``). Nonces fail closed: with
+    Redis configured but down the answer is 503 ``rate_limiter_unavailable``, and a request signed before the
+    nonce store started (the service restarted, or Redis lost its data) is refused: sign again.
 """
 
 from __future__ import annotations
@@ -152,8 +154,11 @@ def _check_signature(headers: Any, method: str, path: str, body: bytes, limiter:
         raise unauthorized("invalid signature") from None
     if signer.lower() != address.lower():
         raise unauthorized("invalid signature")
-    if not limiter.once(f"{signer.lower()}:{nonce}", 2 * window + 5):
-        raise unauthorized("this nonce was used already")
+    # Single use, failing closed: Redis down is 503 rate_limiter_unavailable (never a per-worker memory), and a
+    # request signed before the nonce store started (a restarted worker, a Redis that lost its data) is refused,
+    # since it may have been accepted by the store that was lost.
+    if not limiter.once(f"{signer.lower()}:{nonce}", 2 * window + 5, signed_at=int(ts)):
+        raise unauthorized("this nonce was used already (or signed before the nonce store started: sign again)")
     return Principal("signature", checksum_address(signer), None)
 
 

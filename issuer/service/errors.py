@@ -4,6 +4,11 @@ Every error body is ``{"error": {"code": "...", "message": "..."}}`` with a stab
 sends never causes a 500: malformed input is 422, bad credentials 401, a card of another issuer or a wrong
 code 403, an unknown card 404, an already redeemed card 409, a revoked one 410; the chain being unreachable
 is 503. Only a bug is ``internal`` (500), and messages never hold a code or a key.
+
+Outages are 503 with a stable code and a ``Retry-After``: ``database_unavailable`` (the database cannot be
+reached) and ``rate_limiter_unavailable`` (Redis is configured but does not answer: redemption fails closed,
+see ``issuer.service.ratelimit``). Each outage is logged once when it starts and once when it ends
+(:class:`Outage`), never once per request; :func:`watch_database` notices the end from the engine itself.
 """
 
 from __future__ import annotations
@@ -14,16 +19,24 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from chain import errors as chain_errors
 from chain.errors import CardproofError
+from issuer.storage.outages import Outage, database_error_types, is_database_outage, unwatch_database
+from issuer.storage.outages import watch_database as _watch
 from issuer.core.errors import CoreError, InvalidSerial
 
 log = logging.getLogger("cardproof.issuer.service")
 
-__all__ = ["RateLimited", "ServiceError", "error_body", "install_error_handlers", "status_and_code"]
+__all__ = ["DB_RETRY_AFTER", "DatabaseUnavailable", "Outage", "RateLimited", "RateLimiterUnavailable",
+           "ServiceError", "database_error_types", "error_body", "install_error_handlers", "is_database_outage",
+           "status_and_code", "unwatch_database", "watch_database"]
+
+#: Retry-After (seconds) of a 503 database_unavailable.
+DB_RETRY_AFTER = 5
 
 
 class ServiceError(CardproofError):
@@ -40,6 +53,28 @@ class RateLimited(ServiceError):
     def __init__(self, retry_after: float, what: str) -> None:
         secs = max(1, math.ceil(retry_after))
         super().__init__(429, "rate_limited", f"too many {what}; retry in {secs} s", {"Retry-After": str(secs)})
+
+
+class DatabaseUnavailable(ServiceError):
+    def __init__(self, retry_after: int = DB_RETRY_AFTER) -> None:
+        super().__init__(503, "database_unavailable", "the database is unavailable; retry later",
+                         {"Retry-After": str(retry_after)})
+
+
+class RateLimiterUnavailable(ServiceError):
+    """Redis (rate limits and single-use nonces) is configured but does not answer: redemption is refused."""
+
+    def __init__(self, retry_after: float = 1.0) -> None:
+        secs = max(1, math.ceil(retry_after))
+        super().__init__(503, "rate_limiter_unavailable",
+                         "rate limits and nonces cannot be checked (Redis unavailable); retry later",
+                         {"Retry-After": str(secs)})
+
+
+def watch_database(engine: Engine, outage: Outage) -> list[tuple[str, Any]]:
+    """Follow ``engine``'s health into ``outage``; the listeners, for :func:`unwatch_database`. (The supplier's
+    PostgreSQL engine pre-pings, so a restart between two requests costs no request.)"""
+    return _watch(engine, outage)[1]
 
 
 # Chain errors by meaning for an HTTP client (issuer.redemption turns the card's own reverts into issuer errors).
@@ -96,6 +131,14 @@ def _validation_message(exc: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     async def handle(request: Request, exc: Exception) -> JSONResponse:
         headers: dict[str, str] = {}
+        if isinstance(exc, DatabaseUnavailable) or is_database_outage(exc):
+            outage = getattr(request.app.state, "database_outage", None)
+            if outage is not None:
+                outage.failed(exc)  # one log line per outage, not one per request
+            err = exc if isinstance(exc, DatabaseUnavailable) else DatabaseUnavailable()
+            return JSONResponse(error_body(err.code, str(err)), status_code=err.status, headers=dict(err.headers))
+        if isinstance(exc, RateLimiterUnavailable):  # logged once per outage by the limiter
+            return JSONResponse(error_body(exc.code, str(exc)), status_code=exc.status, headers=dict(exc.headers))
         if isinstance(exc, RequestValidationError):
             status, code, message = 422, "invalid_request", _validation_message(exc)
         elif isinstance(exc, StarletteHTTPException) and exc.status_code == 400:  # an unparsable body
@@ -116,5 +159,8 @@ def install_error_handlers(app: FastAPI) -> None:
             status, code, message = 500, "internal", "internal error"
         return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
-    for exc_type in (RequestValidationError, StarletteHTTPException, CardproofError, CoreError, Exception):
+    # Database errors get handlers of their own: the handler of Exception runs in Starlette's outermost
+    # middleware, which re-raises after answering (a traceback per request, and the connection dropped).
+    for exc_type in (RequestValidationError, StarletteHTTPException, CardproofError, CoreError,
+                     *database_error_types(), Exception):
         app.add_exception_handler(exc_type, handle)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 from sqlalchemy import text
@@ -13,7 +14,13 @@ from issuer.core.serial import format_serial, parse_serial
 from issuer.service.app import ServiceDeps
 from issuer.service.auth import Principal, authenticate
 from issuer.service.errors import ServiceError
-from issuer.service.schemas import REDEEM_ERRORS, Health, Readiness, RedeemRequest, RedeemResult
+from issuer.service.schemas import (
+    REDEEM_ERRORS,
+    Health,
+    Readiness,
+    RedeemRequest,
+    RedeemResult,
+)
 
 router = APIRouter()
 
@@ -69,25 +76,63 @@ async def healthz() -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}}, tags=["health"],
-            summary="The database and the chain are reachable")
-async def readyz(request: Request) -> JSONResponse:
-    deps: ServiceDeps = request.app.state.deps
+#: Seconds each readiness check may take: /readyz answers within about that, whatever hangs.
+CHECK_TIMEOUT = 2.0
 
-    def check() -> dict:
-        out = {"status": "ready", "database": "ok", "chain": "ok", "last_block": None}
+
+async def _bounded(fn: Any, timeout: float = CHECK_TIMEOUT) -> Any:
+    return await asyncio.wait_for(run_in_threadpool(fn), timeout)
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}}, tags=["health"],
+            summary="The database, the chain and (when configured) Redis are reachable")
+async def readyz(request: Request) -> JSONResponse:
+    """``database``: ok | unavailable; ``chain``: ok | unreachable (...); ``redis``: ok | unavailable |
+    not_configured. Any of them down is ``not_ready`` (503): redemption needs all three (it fails closed
+    without Redis: ``issuer.service.ratelimit``)."""
+    deps: ServiceDeps = request.app.state.deps
+    outage = getattr(request.app.state, "database_outage", None)
+    out: dict[str, Any] = {"status": "ready", "database": "ok", "chain": "ok", "last_block": None,
+                           "redis": "not_configured"}
+
+    def check_db() -> str:
         try:
             with deps.sessions() as session:
                 session.execute(text("SELECT 1"))
         except Exception as exc:  # noqa: BLE001
-            out["database"] = f"unreachable ({type(exc).__name__})"
+            if outage is not None:
+                outage.failed(exc, refused=False)
+            return "unavailable"
+        if outage is not None:
+            outage.ok()
+        return "ok"
+
+    async def db() -> None:
         try:
-            out["last_block"] = deps.acting_registry().client.block_number()
+            out["database"] = await _bounded(check_db)
+        except TimeoutError:
+            if outage is not None:
+                outage.failed(f"no answer within {CHECK_TIMEOUT:g} s", refused=False)
+            out["database"] = "unavailable"
+
+    async def chain() -> None:
+        try:
+            out["last_block"] = await _bounded(lambda: deps.acting_registry().client.block_number())
+        except TimeoutError:
+            out["chain"] = f"unreachable (no answer within {CHECK_TIMEOUT:g} s)"
         except Exception as exc:  # noqa: BLE001
             out["chain"] = f"unreachable ({type(exc).__name__})"
-        if out["database"] != "ok" or out["chain"] != "ok":
-            out["status"] = "not_ready"
-        return out
 
-    out = await run_in_threadpool(check)
+    async def redis() -> None:
+        limiter = deps.limiter
+        if getattr(limiter, "backend", None) != "redis":
+            return
+        try:
+            out["redis"] = "ok" if await _bounded(limiter.ping) else "unavailable"
+        except TimeoutError:
+            out["redis"] = "unavailable"
+
+    await asyncio.gather(db(), chain(), redis())
+    if out["database"] != "ok" or out["chain"] != "ok" or out["redis"] == "unavailable":
+        out["status"] = "not_ready"
     return JSONResponse(out, status_code=200 if out["status"] == "ready" else 503, headers=NO_STORE)

@@ -58,5 +58,6 @@ REDEEM_ERRORS = {
     410: _err("The card is revoked (card_revoked)."),
     422: _err("Malformed input (invalid_serial, invalid_request)."),
     429: _err("Rate limited (rate_limited); see Retry-After."),
-    503: _err("The chain is unreachable."),
+    503: _err("The chain is unreachable (chain_unreachable, no_chain), the database is (database_unavailable), or the shared "
+              "rate limiter and nonce store is (rate_limiter_unavailable: redemption fails closed); see Retry-After."),
 }

@@ -55,6 +55,8 @@ __all__ = [
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Seconds to open a PostgreSQL connection before giving up (libpq ``connect_timeout``).
+PG_CONNECT_TIMEOUT_S = 5
 #: Page cache per SQLite connection (negative = KiB): big bulk inserts into the
 #: random-keyed unique indexes (serial, fingerprint) stay fast.
 SQLITE_CACHE_KIB = 65_536
@@ -151,7 +153,11 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
         return engine
     if backend == "postgresql":
         kwargs.setdefault("pool_pre_ping", True)
-        return sa.create_engine(u, **kwargs)
+        # A host that does not answer costs a request at most this, not the TCP stack's minutes.
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        if "connect_timeout" not in u.query:
+            connect_args.setdefault("connect_timeout", PG_CONNECT_TIMEOUT_S)
+        return sa.create_engine(u, connect_args=connect_args, **kwargs)
     return sa.create_engine(u, **kwargs)
 
 

@@ -4,10 +4,7 @@ with batches minted with known codes, anchored through the issuer library) and t
 
 from __future__ import annotations
 
-import socket
 import tempfile
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ from verify_api.app import create_app
 from verify_api.config import ApiSettings
 from verify_api.deps import AppDeps
 from verify_api.ratelimit import MemoryLimiter
+from tests.netkit import LiveServer, free_port  # noqa: F401 - re-exported for the API tests
 
 GENEROUS = dict(lookup_rate="100000/minute", publish_rate="100000/minute")
 
@@ -151,36 +149,6 @@ def build_world() -> World:
     return world
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """A real uvicorn server on loopback, in a thread, serving ``app``."""
-
-    def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="on", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, name="uvicorn-test", daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 def _flaky_provider_class():

@@ -10,9 +10,6 @@ codes the test knows, and the service (``issuer.service.app``) in process or on 
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +28,7 @@ from issuer.service.app import ServiceDeps, create_app
 from issuer.service.auth import create_api_key
 from issuer.service.config import ServiceSettings
 from issuer.service.ratelimit import MemoryLimiter
+from tests.netkit import LiveServer, free_port  # noqa: F401 - re-exported for the service tests
 from issuer.storage.db import make_engine, session_factory, upgrade
 from tests import dbutil
 from tests.chainkit import ChainEnv
@@ -142,36 +140,6 @@ def client(world: SupplierWorld) -> Iterator[TestClient]:
         yield c
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """A real uvicorn server on loopback, in a thread, serving ``app``."""
-
-    def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="on", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, name="uvicorn-issuer-service", daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture

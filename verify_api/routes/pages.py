@@ -23,6 +23,12 @@ from issuer.core.leaf import CODE_FORM_EXACT, CODE_FORM_FOLDED, LEAF_VERSION
 from verify_api.deps import client_info, rate_limit
 from verify_api.errors import ApiError
 from verify_api.i18n import negotiate, translator
+from verify_api.routes.cards import (
+    SERIAL_DESCRIPTION,
+    SERIAL_MAX_LENGTH,
+    SERIAL_MIN_LENGTH,
+    SERIAL_PATTERN,
+)
 from verify_api.service import canonical_serial, verify_and_record
 
 router = APIRouter(tags=["pages"])
@@ -45,6 +51,9 @@ CARD_SECURITY_HEADERS = {
                                "form-action 'none'; base-uri 'none'; frame-ancestors 'none'; "
                                "require-trusted-types-for 'script'",
 }
+#: The serial's constraints, stated in the schema; the page itself enforces them (parse_serial and the length
+#: check below) so that a bad serial gets the HTML page saying so, in the reader's language, not a JSON error.
+SERIAL_SCHEMA = {"pattern": SERIAL_PATTERN, "minLength": SERIAL_MIN_LENGTH, "maxLength": SERIAL_MAX_LENGTH}
 STATIC_DIR = FilePath(__file__).resolve().parent.parent / "static"
 _COMMITMENT = re.compile(r"0x[0-9a-f]{64}")
 
@@ -110,7 +119,8 @@ def render_card(v: dict, lang: str, explorer: str | None) -> HTMLResponse:
                              "description": "Not a valid serial (an HTML page saying so)."},
                        429: {"content": {"text/html": {"schema": {"type": "string"}}},
                              "description": "Rate limited (see Retry-After)."}})
-async def card_page(serial: Annotated[str, Path(description="The card's serial.")], request: Request) -> HTMLResponse:
+async def card_page(serial: Annotated[str, Path(description=SERIAL_DESCRIPTION, json_schema_extra=SERIAL_SCHEMA)],
+                    request: Request) -> HTMLResponse:
     deps = request.app.state.deps
     lang = negotiate(request.headers.get("accept-language"))
     client = client_info(request, deps)
@@ -121,7 +131,7 @@ async def card_page(serial: Annotated[str, Path(description="The card's serial."
         resp.headers.update(exc.headers)
         return resp
     try:
-        if len(serial) > 64:
+        if len(serial) > SERIAL_MAX_LENGTH:
             raise InvalidSerial("too long")
         canon, display = canonical_serial(serial)
     except InvalidSerial:

@@ -37,6 +37,7 @@ def open_public_database(settings: Settings | None = None, *, url: str | URL | N
             settings = get_settings()
         url = settings.effective_public_database_url
     # No pre-ping: on the cold lookup path it is one more round trip per request (about 40 % of a PostgreSQL
-    # lookup, scripts/bench_api); connections are recycled instead, and a dead one fails that one request.
+    # lookup, scripts/bench_api). Instead connections are recycled, and a checkout listener (installed with the
+    # error handlers, verify_api/errors.py) drops a pooled connection whose socket the server has closed.
     return _db.open_database(url=url, migrations=PUBLIC_MIGRATIONS_DIR,
                              engine_kwargs={"pool_pre_ping": False, "pool_recycle": 300})
