@@ -11,7 +11,12 @@ stored only if every check passes; otherwise nothing is written and a :class:`Du
   ``dump_not_a_batch``;
 * the registry holds the batch anchored, with exactly this root and this card count — ``batch_not_anchored``
   / ``root_mismatch``;
-* no serial is already held by another published batch — ``serial_conflict``.
+* no serial is already held by another published batch anchored earlier — ``serial_conflict``.
+
+A serial belongs to the batch that anchored it first. Serials are random and stay private until after their
+batch is anchored (the anchor carries only a root), so whoever copies a serial into a batch of its own anchors
+it later: when a dump arrives holding serials of a batch published before it but anchored after it (in a later
+block), that squatting batch is removed and the dump is stored (``PublishResult.superseded``).
 
 Publishing a batch that is already stored with the same root is a no-op (idempotent).
 """
@@ -52,9 +57,11 @@ class PublishResult:
     cards: int
     root: str
     stored: bool  # False: it was already published
+    #: Batches removed because they had copied serials of this one, anchored later.
+    superseded: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "superseded": list(self.superseded)}
 
 
 def _batch_id(text: str) -> bytes:
@@ -124,22 +131,60 @@ def publish_dump(sessions: sessionmaker[Session], registry: Registry, batch_id_t
         anchored_at=onchain.anchored_at, published_at=dt.datetime.now(dt.UTC),
     )
     positions = tree.tree_indices
-    try:
-        with sessions.begin() as session:
-            clash = session.scalar(select(PubBatch.id).where(PubBatch.batch_id == bid))
-            if clash is not None:  # published concurrently
-                return PublishResult(bid, n, row.root, False)
-            session.add(row)
-            session.flush()
-            repo.bulk_insert_cards(session, ((s, row.id, leaf.index, leaf.code_commitment, p, tile_of(p) if p else None)
-                                             for s, leaf, p in zip(serials, leaves, positions)))
-            repo.save_tiles(session, row.id, tree.nodes)
-    except IntegrityError:
-        raise DumpRejected("serial_conflict", "a serial of this batch is already published in another batch",
-                           409) from None
-    except Exception as exc:  # psycopg's UniqueViolation may surface unwrapped from COPY
-        if "unique" in str(exc).lower() or "duplicate" in str(exc).lower():
-            raise DumpRejected("serial_conflict", "a serial of this batch is already published in another batch",
-                               409) from None
-        raise
-    return PublishResult(bid, n, row.root, True)
+    superseded: tuple[str, ...] = ()
+    for attempt in range(2):
+        try:
+            with sessions.begin() as session:
+                clash = session.scalar(select(PubBatch.id).where(PubBatch.batch_id == bid))
+                if clash is not None:  # published concurrently
+                    return PublishResult(bid, n, row.root, False)
+                stored = _copy(row)
+                session.add(stored)
+                session.flush()
+                repo.bulk_insert_cards(session, ((s, stored.id, leaf.index, leaf.code_commitment, p,
+                                                  tile_of(p) if p else None)
+                                                 for s, leaf, p in zip(serials, leaves, positions)))
+                repo.save_tiles(session, stored.id, tree.nodes)
+            return PublishResult(bid, n, row.root, True, superseded)
+        except Exception as exc:  # IntegrityError, or psycopg's UniqueViolation unwrapped from COPY
+            if not (isinstance(exc, IntegrityError) or "unique" in str(exc).lower()
+                    or "duplicate" in str(exc).lower()):
+                raise
+            if attempt:
+                break
+            superseded = _supersede_squatters(sessions, serials, row)
+    raise DumpRejected("serial_conflict", "a serial of this batch is already published in a batch anchored "
+                                          "no later than this one", 409)
+
+
+def _copy(row: PubBatch) -> PubBatch:
+    """A fresh, unsaved copy of ``row`` (a failed transaction leaves the first one unusable)."""
+    cols = PubBatch.__table__.columns.keys()
+    return PubBatch(**{k: getattr(row, k) for k in cols if k != "id"})
+
+
+def _supersede_squatters(sessions: sessionmaker[Session], serials: list[str], row: PubBatch) -> tuple[str, ...]:
+    """Remove the published batches that hold some of ``serials`` and were anchored in a later block than
+    ``row``; raise serial_conflict if any holder was anchored no later. Returns the removed batch ids."""
+    import logging
+
+    from verify_api.storage.models import PubCard
+
+    holders: set[int] = set()
+    with sessions() as session:
+        for i in range(0, len(serials), 5000):
+            holders.update(session.scalars(select(PubCard.batch_pk).where(PubCard.serial.in_(serials[i:i + 5000]))
+                                           .distinct()))
+        batches = list(session.scalars(select(PubBatch).where(PubBatch.id.in_(holders)))) if holders else []
+    if row.anchor_block is None or any(b.anchor_block is None or b.anchor_block <= row.anchor_block
+                                       for b in batches):
+        raise DumpRejected("serial_conflict", "a serial of this batch is already published in a batch anchored "
+                                              "no later than this one", 409)
+    with sessions.begin() as session:
+        for b in batches:
+            session.delete(session.get(PubBatch, b.id))
+    removed = tuple(b.batch_id for b in batches)
+    logging.getLogger("cardproof.api.publish").warning(
+        "batch %s anchored in block %s holds serials of %s, published earlier but anchored later: removed",
+        row.batch_id, row.anchor_block, ", ".join(removed))
+    return removed

@@ -69,7 +69,7 @@ def test_good_dump_is_stored_once_and_its_cards_are_authentic(api, world, gz):
     r = put_dump(api, batch.batch_id, dump, gz=gz)
     assert r.status_code == 200, r.text
     root = "0x" + world.registry.batch(bytes.fromhex(batch.batch_id[2:])).root.hex()
-    assert r.json() == {"batch_id": batch.batch_id, "cards": 5, "root": root, "stored": True}
+    assert r.json() == {"batch_id": batch.batch_id, "cards": 5, "root": root, "stored": True, "superseded": []}
     for serial, _code in batch.cards:
         body = verdict(api, serial)
         assert (body["verdict"], body["reason"]) == ("authentic", "ok"), body
@@ -217,6 +217,28 @@ def test_a_serial_already_published_is_409_serial_conflict(api, world):
     assert api.get(f"/v1/batches/{mixed_id}").status_code == 404
     assert verdict(api, format_serial(new_serial))["verdict"] == "unknown"
     assert verdict(api, main.cards[1][0])["batch"]["id"] == main.batch_id
+
+
+def test_the_earliest_anchor_owns_a_serial(api, world):
+    """A squatter copies the serials of a batch anchored before it and publishes first: when the rightful
+    batch is published, the squatting batch is removed and the cards answer with the rightful batch."""
+    rightful = fresh_batch(world, 4)  # minted and anchored, not published: its serials are not public yet
+    leaves = leaves_of(dump_of(world, rightful.batch_id))
+    bid = bytes.fromhex(world.issuer_client.address[2:]) + secrets.token_bytes(12)
+    copies = [replace(leaf, batch_id=bid, code_commitment=secrets.token_bytes(32)) for leaf in leaves]
+    squatter = anchor_leaves(world, copies)  # anchored in a later block
+    r = put_dump(api, squatter, make_dump(copies))
+    assert r.status_code == 200 and r.json()["stored"], r.text
+    assert verdict(api, rightful.cards[0][0])["batch"]["id"] == squatter
+    r = put_dump(api, rightful.batch_id, dump_of(world, rightful.batch_id))
+    assert r.status_code == 200, r.text
+    assert r.json()["stored"] and r.json()["superseded"] == [squatter]
+    assert api.get(f"/v1/batches/{squatter}").status_code == 404
+    for serial, _code in rightful.cards:
+        body = verdict(api, serial)
+        assert (body["verdict"], body["batch"]["id"]) == ("authentic", rightful.batch_id), body
+    # and the squatter cannot come back: its serials now belong to a batch anchored before it
+    assert error(put_dump(api, squatter, make_dump(copies))) == (409, "serial_conflict")
 
 
 @pytest.mark.parametrize("bad", ["nope", "0x" + "zz" * 32, "0x" + "00" * 31, "0x" + "00" * 33])
