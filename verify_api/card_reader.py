@@ -221,6 +221,9 @@ class CardReader:
         return None if decoy is None else decoy[5]
 
     def forget(self) -> None:
-        """Forget the decoy (after a publish: there may be cards now where there were none)."""
+        """Forget the decoy and the cached batches and tiles (after a publish: there may be cards now where
+        there were none, and a squatting batch may be gone)."""
         with self._lock:
             self._decoy = None
+            self._batches.clear()
+            self._tiles.clear()

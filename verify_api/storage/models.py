@@ -51,6 +51,9 @@ def import_all_models() -> MetaData:
 
 class PubBatch(PublicBase):
     __tablename__ = "pub_batches"
+    #: Ids are never reused (a batch removed as a squatter must not lend its id to the next one: workers cache
+    #: batches and tiles by id).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     #: ``0x`` + 64 lower-case hex; the first 20 bytes are the issuer's address.

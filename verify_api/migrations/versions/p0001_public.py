@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("published_at", TS, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_pub_batches"),
         sa.UniqueConstraint("batch_id", name="uq_pub_batches_batch_id"),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_pub_batches_issuer_address", "pub_batches", ["issuer_address"])
 
