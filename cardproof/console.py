@@ -38,6 +38,8 @@ app.command("deploy")(deploy_command)
 
 for _side in (issuer_cli, verify_api_cli, order_cli):
     _side.register(app)
+# Delivering is the supplier's act, recorded in its database before broadcast (issuer.escrow_acts).
+issuer_cli.register_order_commands(order_cli.order_app)
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2

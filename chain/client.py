@@ -7,17 +7,34 @@
 * unset: the anvil node that ``cardproof chain up`` started for this ``CARDPROOF_HOME``.
 
 Transactions are built, signed locally, simulated (so reverts come back as typed errors before any gas
-is spent), sent, and awaited for a receipt plus N confirmations. Nonces come from the node's pending
-count, so they survive restarts. Reverts are decoded into :mod:`chain.errors` types on every backend.
+is spent), sent, and awaited for a receipt plus N confirmations. Reverts are decoded into :mod:`chain.errors`
+types on every backend. HTTP nodes are asked through :mod:`chain.rpc` (one timeout, bounded retries, a
+circuit breaker per node).
+
+**One account, one nonce sequence, whatever the number of processes.** A transaction takes its account's
+nonce lock from choosing the nonce until the node accepted it, so transactions of one account reach the node
+one at a time, in nonce order, from every process and thread. The lock lives in a store shared by everything
+that signs for the account: Redis when ``CARDPROOF_REDIS_URL`` is set (several machines), else a lock file
+under ``$CARDPROOF_HOME/nonces`` (one machine; in-process for eth-tester). The store also keeps the last nonce
+used and its transaction: the nonce is ``max(node's pending count, last used + 1)``, the latter only while
+the node still knows that transaction (after a reorg or a revert that dropped it, the node's count wins, so
+no gap is ever made). A nonce refused by the node ("nonce too low", "replacement transaction underpriced",
+"already known", ...) is retried with a fresh nonce a bounded number of times; the same signed transaction
+already known to the node is a success.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
+import os
+import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -33,11 +50,18 @@ from chain.errors import (
     ChainUnreachable,
     ConfigError,
     NoChainRunning,
+    NonceError,
+    NonceLockTimeout,
+    NonceStoreUnavailable,
     TransactionReverted,
     TransactionTimeout,
+    nonce_error_from,
 )
 from chain.reverts import as_revert
+from chain.rpc import GuardedHTTPProvider, RpcPolicy
 from chain.settings import Settings, get_settings
+
+log = logging.getLogger("cardproof.chain")
 
 ETH_TESTER = "eth-tester"
 #: eth-tester's default chain id, anvil's and hardhat/ganache's.
@@ -75,10 +99,11 @@ def reset_shared_in_process_web3() -> None:
         _in_process = None
 
 
-def http_web3(url: str, timeout: float = 10.0) -> Web3:
-    from web3 import HTTPProvider
-
-    return Web3(HTTPProvider(url, request_kwargs={"timeout": timeout}))
+def http_web3(url: str, timeout: float | None = None, *, settings: Settings | None = None) -> Web3:
+    """A Web3 on the node at `url` with the RPC policy of `settings` (the environment by default): one timeout
+    (`timeout` overrides CARDPROOF_RPC_TIMEOUT), bounded retries, the node's circuit breaker (chain/rpc.py)."""
+    policy = RpcPolicy.from_settings(settings or get_settings(), timeout)
+    return Web3(GuardedHTTPProvider(url, policy))
 
 
 def resolve_rpc(settings: Settings) -> str:
@@ -88,13 +113,28 @@ def resolve_rpc(settings: Settings) -> str:
         if url == ETH_TESTER or url.startswith(("http://", "https://")):
             return url
         raise ConfigError(f"CARDPROOF_RPC_URL must be 'eth-tester' or an http(s) URL, not {url!r}")
-    node = local_node.status(settings.home)
+    node = _recorded_node(settings.home)
     if node is None:
         raise NoChainRunning(
             f"no chain configured: run `cardproof chain up` (CARDPROOF_HOME={settings.home}) "
             "or set CARDPROOF_RPC_URL"
         )
     return node.url
+
+
+def _recorded_node(home: Any) -> local_node.NodeInfo | None:
+    """The anvil that `cardproof chain up` started for this home, if its process is alive, answering or not: it
+    is not asked here (connect() asks it, with the RPC timeout, and says so when a frozen node does not answer)."""
+    import json
+
+    try:
+        info = local_node.NodeInfo(**json.loads(local_node._info_path(home).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+    if local_node._pid_alive(info.pid):
+        return info
+    local_node.status(home)  # removes the stale record
+    return None
 
 
 def dev_accounts(w3: Web3, chain_id: int, count: int = 1) -> list[LocalAccount]:
@@ -145,6 +185,203 @@ def load_account(settings: Settings, w3: Web3 | None = None, chain_id: int | Non
     )
 
 
+# ---------------------------------------------------------------------------------------------- nonces
+
+#: Attempts of one transaction whose nonce the node refused (each with a fresh nonce).
+NONCE_ATTEMPTS = 4
+#: A Redis nonce lock expires after this many seconds if its holder died (it is released at once otherwise).
+REDIS_LOCK_TTL = 30.0
+
+_thread_locks: dict[str, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+def _thread_lock(name: str) -> threading.Lock:
+    """One lock per name in this process (threads queue here rather than poll the shared store)."""
+    with _thread_locks_guard:
+        return _thread_locks.setdefault(name, threading.Lock())
+
+
+def _backoff(attempt: int) -> float:
+    return min(0.002 * 2**attempt, 0.05) * (0.5 + random.random())
+
+
+class NonceLease:
+    """An account's nonce lock, held: the last nonce used (and its transaction), and a way to record the next."""
+
+    def __init__(self, last: tuple[int, str] | None, record: Callable[[int, str], None]) -> None:
+        self.last = last
+        self._record = record
+
+    def record(self, nonce: int, tx_hash: str) -> None:
+        self.last = (nonce, tx_hash)
+        self._record(nonce, tx_hash)
+
+
+def _parse_last(text: str | bytes | None) -> tuple[int, str] | None:
+    if not text:
+        return None
+    if isinstance(text, bytes):
+        text = text.decode("ascii", "replace")
+    try:
+        nonce, tx_hash = text.strip().split(" ", 1)
+        return int(nonce), tx_hash.strip()
+    except ValueError:
+        return None  # a torn write: the node's count decides
+
+
+class NonceStore:
+    """Where an account's nonce lock and last used nonce live. ``hold(key, timeout)`` is a context manager."""
+
+    kind = "memory"
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[int, str]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, key: str, timeout: float) -> Iterator[NonceLease]:
+        lock = _thread_lock(f"memory:{id(self)}:{key}")
+        if not lock.acquire(timeout=timeout):
+            raise NonceLockTimeout(f"the nonce lock of {key} was busy for {timeout:g} s")
+        try:
+            yield NonceLease(self._last.get(key), lambda n, h: self._last.__setitem__(key, (n, h)))
+        finally:
+            lock.release()
+
+
+#: The in-process store of clients built directly (tests, the in-process chain): one per process.
+MEMORY_NONCES = NonceStore()
+
+
+class FileNonceStore(NonceStore):
+    """One machine: an flock'ed file per account under ``folder``, holding "nonce tx_hash" of the last send."""
+
+    kind = "file"
+
+    def __init__(self, folder: Any) -> None:
+        super().__init__()
+        from pathlib import Path
+
+        self.folder = Path(folder)
+
+    @contextlib.contextmanager
+    def hold(self, key: str, timeout: float) -> Iterator[NonceLease]:
+        path = self.folder / f"{key}.nonce"
+        deadline = time.monotonic() + timeout
+        lock = _thread_lock(f"file:{path}")
+        if not lock.acquire(timeout=timeout):
+            raise NonceLockTimeout(f"the nonce lock {path} was busy for {timeout:g} s")
+        try:
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise NonceStoreUnavailable(f"cannot open the nonce lock {path}: {exc.strerror}") from None
+            try:
+                attempt = 0
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            raise NonceLockTimeout(f"another process held the nonce lock {path} for more than "
+                                                   f"{timeout:g} s") from None
+                        time.sleep(_backoff(attempt))
+                        attempt += 1
+
+                def record(nonce: int, tx_hash: str) -> None:
+                    data = f"{nonce} {tx_hash}\n".encode("ascii")
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    os.ftruncate(fd, 0)
+                    os.write(fd, data)
+
+                os.lseek(fd, 0, os.SEEK_SET)
+                yield NonceLease(_parse_last(os.read(fd, 200)), record)
+            finally:
+                os.close(fd)  # releases the flock
+        finally:
+            lock.release()
+
+
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+_RECORD = ("if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('set', KEYS[2], ARGV[2]) return 1 "
+           "else return 0 end")
+
+
+class RedisNonceStore(NonceStore):
+    """Several machines: ``SET lock token NX PX`` per account, and the last nonce used, in Redis."""
+
+    kind = "redis"
+    _clients: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, url: str, socket_timeout: float = 5.0) -> None:
+        super().__init__()
+        self.url = url
+        self.socket_timeout = socket_timeout
+
+    def _redis(self) -> Any:
+        client = RedisNonceStore._clients.get(self.url)
+        if client is None:
+            import redis
+
+            client = redis.Redis.from_url(self.url, socket_timeout=self.socket_timeout,
+                                          socket_connect_timeout=self.socket_timeout)
+            RedisNonceStore._clients[self.url] = client
+        return client
+
+    @contextlib.contextmanager
+    def hold(self, key: str, timeout: float) -> Iterator[NonceLease]:
+        import redis
+
+        lock_key, last_key = f"cardproof:nonce:{key}:lock", f"cardproof:nonce:{key}:last"
+        deadline = time.monotonic() + timeout
+        lock = _thread_lock(f"redis:{self.url}:{key}")
+        if not lock.acquire(timeout=timeout):
+            raise NonceLockTimeout(f"the nonce lock of {key} was busy for {timeout:g} s")
+        try:
+            r = self._redis()
+            token = os.urandom(16).hex()
+            try:
+                attempt = 0
+                while not r.set(lock_key, token, nx=True, px=int(REDIS_LOCK_TTL * 1000)):
+                    if time.monotonic() > deadline:
+                        raise NonceLockTimeout(f"another process held the nonce lock of {key} in Redis for more "
+                                               f"than {timeout:g} s")
+                    time.sleep(_backoff(attempt))
+                    attempt += 1
+                last = _parse_last(r.get(last_key))
+            except redis.RedisError as exc:
+                raise NonceStoreUnavailable(f"the nonce lock store (Redis) does not answer: "
+                                            f"{type(exc).__name__}; nothing was sent") from None
+
+            def record(nonce: int, tx_hash: str) -> None:
+                try:
+                    if not r.eval(_RECORD, 2, lock_key, last_key, token, f"{nonce} {tx_hash}"):
+                        log.warning("the nonce lock of %s expired before nonce %d was recorded", key, nonce)
+                except redis.RedisError as exc:  # sent already: the node's pending count covers it
+                    log.warning("could not record nonce %d of %s in Redis: %s", nonce, key, exc)
+
+            try:
+                yield NonceLease(last, record)
+            finally:
+                try:
+                    r.eval(_RELEASE, 1, lock_key, token)
+                except redis.RedisError as exc:  # it expires on its own
+                    log.warning("could not release the nonce lock of %s in Redis: %s", key, exc)
+        finally:
+            lock.release()
+
+
+def nonce_store_for(settings: Settings, backend: str) -> NonceStore:
+    """The store every process signing with this configuration shares (see the module docstring)."""
+    if backend == ETH_TESTER:
+        return MEMORY_NONCES  # the chain lives in this process
+    if settings.redis_url:
+        return RedisNonceStore(settings.redis_url, socket_timeout=settings.rpc_timeout)
+    return FileNonceStore(settings.home / "nonces")
+
+
 @dataclass
 class SentTx:
     tx_hash: HexBytes
@@ -162,11 +399,10 @@ class ChainClient:
     backend: str = "rpc"
     receipt_timeout: float = 120.0
     poll_interval: float = 0.05
-    _nonce_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    #: Held from taking a nonce to the node's acceptance: in one process, transactions reach the node in nonce
-    #: order, so a failed broadcast is released before anybody takes the next nonce (no gap, no reordering).
-    _send_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _next_nonce: int | None = field(default=None, repr=False)
+    #: Where the account's nonce lock and last nonce live, shared by every process signing for it.
+    nonces: NonceStore = field(default_factory=lambda: MEMORY_NONCES, repr=False)
+    #: Seconds to wait for the nonce lock before failing (nothing is sent then).
+    nonce_lock_timeout: float = 60.0
     _chain_id: int | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ basics
@@ -188,7 +424,8 @@ class ChainClient:
     def with_account(self, account: LocalAccount) -> ChainClient:
         """The same connection acting as another account."""
         return ChainClient(self.w3, account, self.confirmations, self.backend, self.receipt_timeout,
-                           self.poll_interval, _chain_id=self._chain_id)
+                           self.poll_interval, nonces=self.nonces, nonce_lock_timeout=self.nonce_lock_timeout,
+                           _chain_id=self._chain_id)
 
     def block_number(self) -> int:
         return guard(lambda: self.w3.eth.block_number)
@@ -202,18 +439,20 @@ class ChainClient:
 
     # ------------------------------------------------------------------ transactions
 
-    def _take_nonce(self) -> int:
-        with self._nonce_lock:
-            pending = guard(lambda: self.w3.eth.get_transaction_count(self.address, "pending"))
-            nonce = pending if self._next_nonce is None else max(pending, self._next_nonce)
-            self._next_nonce = nonce + 1
-            return nonce
+    def _nonce_key(self) -> str:
+        key = f"{self.chain_id}-{self.address.lower()}"
+        if self.nonces is MEMORY_NONCES:  # one process, maybe several chains of the same id
+            provider = self.w3.provider
+            key = f"{getattr(provider, 'endpoint_uri', None) or id(provider)}|{key}"
+        return key
 
-    def _release_nonce(self, nonce: int) -> None:
-        with self._nonce_lock:
-            if self._next_nonce == nonce + 1:
-                self._next_nonce = nonce
-
+    def _choose_nonce(self, lease: NonceLease, floor: int) -> int:
+        """max(the node's pending count, last used + 1 while the node knows that transaction, floor)."""
+        pending = guard(lambda: self.w3.eth.get_transaction_count(self.address, "pending"))
+        nonce = max(pending, floor)
+        if lease.last is not None and lease.last[0] + 1 > nonce and self.transaction_known(lease.last[1]):
+            nonce = lease.last[0] + 1  # the node's count lags behind what it already accepted
+        return nonce
     def send(self, fn: ContractFunction, *, gas: int | None = None, value: int = 0,
              before_broadcast: Callable[[SentTx], None] | None = None) -> SentTx:
         """Simulate, sign and send a contract call; returns once the node accepted it.
@@ -255,19 +494,35 @@ class ChainClient:
 
     def _sign_and_send(self, build: Callable[[int], dict[str, Any]], gas: int,
                        before_broadcast: Callable[[SentTx], None] | None = None) -> SentTx:
-        with self._send_lock:
-            nonce = self._take_nonce()
-            try:
-                tx = guard(lambda: build(nonce))
+        """Take the account's nonce lock, choose the nonce, sign, broadcast; retry a refused nonce.
+
+        A refused nonce leaves nothing of this transaction at the node, so it is signed again with the next
+        nonce (`before_broadcast` then sees the new hash, which replaces the old one). A time-out or a lost
+        connection during the broadcast is not retried: the node may hold the transaction, and the caller
+        settles it from the hash it recorded.
+        """
+        floor = 0
+        with self.nonces.hold(self._nonce_key(), self.nonce_lock_timeout) as lease:
+            for attempt in range(1, NONCE_ATTEMPTS + 1):
+                nonce = self._choose_nonce(lease, floor)
+                tx = guard(lambda nonce=nonce: build(nonce))
                 signed = self.account.sign_transaction(tx)
                 sent = SentTx(HexBytes(signed.hash), nonce, gas)
                 if before_broadcast is not None:
                     before_broadcast(sent)
-                tx_hash = guard(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
-            except BaseException:
-                self._release_nonce(nonce)
-                raise
-        return SentTx(HexBytes(tx_hash), nonce, gas)
+                try:
+                    guard(lambda raw=signed.raw_transaction: self.w3.eth.send_raw_transaction(raw))
+                except NonceError as exc:
+                    if not self.transaction_known(sent.tx_hash):  # else: this very transaction is there: sent
+                        if attempt == NONCE_ATTEMPTS:
+                            raise NonceError(f"{exc} for nonce {nonce} of {self.address}, {attempt} times; nothing "
+                                             "was sent", exc.kind) from None
+                        log.info("nonce %d of %s refused (%s): trying the next one", nonce, self.address, exc.kind)
+                        floor = nonce + 1
+                        continue
+                lease.record(nonce, "0x" + bytes(sent.tx_hash).hex())
+                return sent
+        raise AssertionError("unreachable")
 
     def wait(self, tx_hash: bytes | str, *, confirmations: int | None = None,
              timeout: float | None = None) -> TxReceipt:
@@ -345,23 +600,30 @@ def guard(thunk: Callable[[], Any]) -> Any:
     except ChainError:
         raise
     except (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError) as exc:
+        from chain.rpc import describe
+
         url = getattr(getattr(exc, "request", None), "url", None)
         where = f" at {url}" if url else ""
-        raise ChainUnreachable(f"the chain does not answer{where} ({type(exc).__name__})") from None
+        raise ChainUnreachable(f"the chain node{where} does not answer ({describe(exc, 0)})") from None
     except Exception as exc:
         typed = as_revert(exc)
         if typed is not None:
             raise typed from None
+        nonce_error = nonce_error_from(exc)
+        if nonce_error is not None:
+            raise nonce_error from None
         from web3.exceptions import ProviderConnectionError
 
         if isinstance(exc, ProviderConnectionError):
-            raise ChainUnreachable(f"the chain does not answer: {exc}") from None
+            raise ChainUnreachable(f"the chain node does not answer: {exc}") from None
         raise
 
 
 def connect(settings: Settings | None = None, *, account: LocalAccount | None = None, read_only: bool = False,
-            timeout: float = 10.0) -> ChainClient:
+            timeout: float | None = None) -> ChainClient:
     """Connect to the configured chain as the configured account (see the module docstring).
+
+    `timeout`: seconds per JSON-RPC request, CARDPROOF_RPC_TIMEOUT by default (chain/rpc.py).
 
     `read_only`: a reader (the API, the indexer) needs no account; without a configured one it gets a
     throwaway address, which can call views but holds nothing to send transactions with.
@@ -372,7 +634,7 @@ def connect(settings: Settings | None = None, *, account: LocalAccount | None = 
         _, w3 = shared_in_process_web3()
         backend = ETH_TESTER
     else:
-        w3 = http_web3(url, timeout=timeout)
+        w3 = http_web3(url, timeout, settings=settings)
         backend = "rpc"
     chain_id = guard(lambda: w3.eth.chain_id)
     if settings.chain_id is not None and settings.chain_id != chain_id:
@@ -384,4 +646,6 @@ def connect(settings: Settings | None = None, *, account: LocalAccount | None = 
             if not read_only:
                 raise
             account = Account.create()
-    return ChainClient(w3, account, confirmations=settings.confirmations, backend=backend, _chain_id=chain_id)
+    return ChainClient(w3, account, confirmations=settings.confirmations, backend=backend,
+                       nonces=nonce_store_for(settings, backend), nonce_lock_timeout=settings.nonce_lock_timeout,
+                       _chain_id=chain_id)

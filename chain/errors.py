@@ -37,6 +37,55 @@ class ChainUnreachable(ChainError, ConnectionError):
     code = "chain_unreachable"
 
 
+class NonceError(ChainError):
+    """The node refused a transaction for its nonce (taken by another transaction, or this one is known).
+
+    ``kind``: ``too_low``, ``underpriced`` (another transaction holds the nonce), ``already_known`` or
+    ``invalid``. The client retries such a refusal with a fresh nonce a bounded number of times; this error
+    reaches callers only when every attempt was refused, and nothing of theirs was broadcast then.
+    """
+
+    code = "nonce_conflict"
+
+    def __init__(self, message: str, kind: str = "invalid") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+#: Node messages (geth, anvil, besu, nethermind, erigon) meaning "this nonce is not usable for this transaction".
+_NONCE_MESSAGES = (
+    ("nonce too low", "too_low"),
+    ("replacement transaction underpriced", "underpriced"),
+    ("already known", "already_known"),
+    ("already imported", "already_known"),
+    ("known transaction", "already_known"),
+    ("invalid transaction nonce", "invalid"),
+    ("nonce has already been used", "too_low"),
+    ("oldnonce", "too_low"),
+)
+
+
+def nonce_error_from(exc: BaseException) -> NonceError | None:
+    """A node's refusal of a transaction's nonce as a NonceError, else None."""
+    text = str(exc).lower()
+    for needle, kind in _NONCE_MESSAGES:
+        if needle in text:
+            return NonceError(f"the node refused the transaction's nonce: {needle}", kind)
+    return None
+
+
+class NonceLockTimeout(ChainError, TimeoutError):
+    """The account's nonce lock (shared by every process signing for it) could not be taken in time."""
+
+    code = "nonce_lock_timeout"
+
+
+class NonceStoreUnavailable(ChainError):
+    """The shared store of the account's nonce lock (Redis, the lock file) cannot be used: nothing was sent."""
+
+    code = "nonce_store_unavailable"
+
+
 class NoChainRunning(ChainError):
     """No RPC URL is configured and no local chain is running for this CARDPROOF_HOME."""
 
@@ -363,3 +412,38 @@ class InvalidSplit(ContractRevert):
 
 class NothingToWithdraw(ContractRevert):
     """There is no credit to withdraw in this token."""
+
+
+# --- CardEscrow: disputes end, window floors (issue 10) -----------------------------------------
+
+
+class WindowOutOfBounds(ContractRevert):
+    """A window rule is below its floor (1 hour) or above its ceiling."""
+
+
+class DisputeDeadlinePassed(ContractRevert):
+    """The dispute's deadline has passed: no arbiter can act, only the default outcome applies (release)."""
+
+
+class DisputeDeadlineNotPassed(ContractRevert):
+    """The dispute waits for an arbiter until its deadline."""
+
+
+class NotArbiterOwner(ContractRevert):
+    """Only the owner of this arbiter contract may forward rulings through it (test arbiter)."""
+
+
+class RoleRequired(AccessControlUnauthorizedAccount):
+    """The account lacks the role this needs; the message names the role and who holds it.
+
+    Raised by the escrow wrapper (chain/escrow.py) in place of the bare AccessControlUnauthorizedAccount revert,
+    with the same parameters (``account``, ``needed_role``) plus ``role`` (its name, e.g. "admin") and
+    ``holders`` (the accounts that hold it, as far as the contract lists them).
+    """
+
+    def __init__(self, message: str, *, account: str, needed_role: bytes, role: str, holders: list[str],
+                 data: bytes | None = None) -> None:
+        super().__init__("AccessControlUnauthorizedAccount", data, account=account, needed_role=needed_role)
+        self.role = role
+        self.holders = list(holders)
+        self.args = (message,)

@@ -59,6 +59,16 @@ class Settings(BaseSettings):
     public_database_url: str | None = None
     #: JSON-RPC endpoint of the EVM node.
     rpc_url: str | None = None
+    #: Seconds one JSON-RPC request may take; a frozen node costs a lookup at most this (chain/rpc.py).
+    rpc_timeout: float = Field(default=5.0, gt=0, le=600)
+    #: Extra attempts after a refused connection or HTTP 429/502/503/504 (never after a time-out).
+    rpc_retries: int = Field(default=2, ge=0, le=10)
+    #: Consecutive failures after which requests to the node fail fast (one time-out is enough).
+    rpc_breaker_failures: int = Field(default=3, ge=1, le=100)
+    #: Seconds requests fail fast once the breaker opened, before one request probes the node again.
+    rpc_breaker_cooldown: float = Field(default=5.0, ge=0, le=3600)
+    #: Seconds a transaction may wait for its account's nonce lock (held by other processes) before failing.
+    nonce_lock_timeout: float = Field(default=60.0, gt=0, le=3600)
     #: Hex private key of the signing account (alternative to ``keystore``).
     private_key: SecretStr | None = None
     #: Path to an encrypted JSON keystore of the signing account.

@@ -1,4 +1,5 @@
-"""Issuer commands: issuer add|list|serve|api-key, mint, anchor, batches, export, revoke, redeem, redeemer, db upgrade.
+"""Issuer commands: issuer add|list|serve|api-key, mint, anchor, batches, export, revoke, redeem, reconcile, redeemer,
+db upgrade.
 
 Thin layers: parse options, call the issuer library, present the result (`--json`: one JSON value).
 """
@@ -209,6 +210,127 @@ def redeem(serial: Annotated[str, typer.Argument(help="The card's serial.")],
         say(f"redeemed {result.serial} (tx {result.tx_hash})")
 
 
+def reconcile(batch: Annotated[str | None, typer.Argument(help="Batch id (0x...); or --issuer, or --all.")] = None,
+              issuer: Annotated[str | None, typer.Option("--issuer", help="Every batch of this issuer.")] = None,
+              all_batches: Annotated[bool, typer.Option("--all", help="Every batch.")] = False,
+              json_out: JsonOpt = False) -> None:
+    """Compare the database with the chain (anchors, revocations, redemptions, recorded acts), repair what can be
+    repaired (re-send lost acts, record mined ones, release claims the chain does not hold), report the rest.
+    Exit 0 when consistent, 1 when something is pending or could not be repaired."""
+    from issuer.reconcile import reconcile as run
+
+    if sum(x is not None and x is not False for x in (batch, issuer, all_batches or None)) != 1:
+        raise typer.BadParameter("give one of BATCH, --issuer ADDR or --all", param_hint="BATCH")
+    rt = Runtime()
+    report = run(rt.sessions, rt.registry, batch_id=batch, issuer=issuer,
+                 escrow=None if batch is not None else _deployed_escrow(rt))
+    if json_out:
+        emit_json(report.to_json())
+    else:
+        for f in report.findings:
+            if f.status != "ok":
+                say(f.line())
+        say(f"{report.batches} batch(es): {'consistent' if report.consistent else 'NOT consistent'}")
+    if not report.consistent:
+        raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------- the supplier's escrow acts
+# `cardproof order deliver` and `cardproof order withdraw` as recorded acts (issuer.escrow_acts): registered into
+# the public side's `order` group by cardproof/console.py (register_order_commands), replacing its own two.
+
+
+def _arg_error(message: str) -> Exception:
+    from issuer.errors import IssuerError
+
+    return type("InvalidArgument", (IssuerError, ValueError), {"code": "invalid_argument"})(message)
+
+
+def order_deliver(
+    order_id: Annotated[int, typer.Argument(help="The order id.", min=1)],
+    batch: Annotated[str, typer.Option("--batch", help="The supplier's anchored batch id (0x + 64 hex).")],
+    ranges: Annotated[list[str], typer.Option("--range", help="Cards START:COUNT of the batch (repeatable).")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Deliver an order (supplier): assign exactly QUANTITY cards of one of the supplier's own batches. Recorded
+    before it is sent; run again, it settles an interrupted delivery or redoes one the chain lost."""
+    import re
+
+    from chain.escrow import Escrow
+    from chain.escrow_view import ranges_json
+    from issuer.escrow_acts import deliver_order
+
+    if not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", batch or ""):
+        raise _arg_error(f"--batch: {batch!r} is not a batch id (0x + 64 hex digits)")
+    rs = []
+    for text in ranges or []:
+        m = re.fullmatch(r"\s*(\d{1,10})\s*:\s*(\d{1,10})\s*", text)
+        if not m or int(m.group(2)) == 0:
+            raise _arg_error(f"--range: {text!r} is not START:COUNT with COUNT > 0 (like 0:10)")
+        rs.append((int(m.group(1)), int(m.group(2))))
+    if not rs:
+        raise _arg_error("give the delivered cards with --range START:COUNT (repeatable)")
+    batch_id = bytes.fromhex(batch[2:] if batch.lower().startswith("0x") else batch)
+    rt = Runtime()
+    result = deliver_order(rt.sessions, Escrow.deployed(rt.client, rt.settings.home), order_id, batch_id, rs)
+    out = {"order_id": order_id, "tx": result.tx_hash, "status": "delivered", "batch_id": "0x" + batch_id.hex(),
+           "ranges": ranges_json(rs)}
+    if json_out:
+        emit_json(out)
+        return
+    say(f"order {order_id} delivered: {sum(n for _, n in rs)} cards of batch {out['batch_id']} (tx {out['tx']})")
+
+
+@issuer_app.command("withdraw")
+def order_withdraw(
+    token: Annotated[str | None, typer.Option("--token", help="ERC-20 address (default: the dev chain's test "
+                                                               "stablecoin).")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Pay to this address instead of the account.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Withdraw the configured account's whole credit in a token (payouts, refunds, fees), as a recorded act."""
+    from web3 import Web3
+    from web3.logs import DISCARD
+
+    from chain.escrow import Escrow, stablecoin_address
+    from chain.escrow_view import token_meta
+    from issuer.escrow_acts import withdraw_credit
+
+    rt = Runtime()
+    address = token or stablecoin_address(rt.client, rt.settings.home)
+    for what, value in (("--token", address), ("--to", to)):
+        if value is not None and not Web3.is_address(value):
+            raise _arg_error(f"{what}: {value!r} is not an address (0x + 40 hex digits)")
+    meta = token_meta(rt.client, Web3.to_checksum_address(address))
+    escrow = Escrow.deployed(rt.client, rt.settings.home)
+    result = withdraw_credit(rt.sessions, escrow, meta.address, to)
+    receipt = rt.client.get_receipt(result.tx_hash) if result.tx_hash else None
+    events = escrow.contract.events.Withdrawn().process_receipt(receipt, errors=DISCARD) if receipt else []
+    amount = int(events[0]["args"]["amount"]) if events else 0
+    to_addr = Web3.to_checksum_address(to) if to else None
+    out = {"account": rt.client.address, "to": to_addr or rt.client.address, "amount": meta.money(amount),
+           "token": meta.to_json()}
+    if json_out:
+        emit_json(out)
+        return
+    say(f"withdrew {meta.fmt(amount)} {meta.symbol} to {out['to']}")
+
+
+def register_order_commands(order_app: typer.Typer) -> None:
+    """Register `order deliver` (the supplier's escrow act, recorded) into the public side's `order` group; the
+    supplier's recorded withdrawal is `issuer withdraw` (buyers and the platform withdraw with `order withdraw`)."""
+    order_app.command("deliver")(order_deliver)
+
+
+def _deployed_escrow(rt: Runtime):  # -> chain.escrow.Escrow | None (imported lazily)
+    """The CardEscrow recorded for this chain, or None when there is none."""
+    from chain.deployments import recorded
+    from chain.escrow import ESCROW, Escrow
+
+    record = recorded(rt.settings.home, rt.client.chain_id, ESCROW)
+    return Escrow(rt.client, record.address) if record is not None else None
+
+
 @issuer_app.command("serve")
 def issuer_serve(host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
                  port: Annotated[int, typer.Option(help="TCP port.")] = 8100,
@@ -331,5 +453,5 @@ def register(app: typer.Typer) -> None:
     app.add_typer(issuer_app, name="issuer")
     app.add_typer(redeemer_app, name="redeemer")
     app.add_typer(db_app, name="db")
-    for fn in (mint, anchor, batches, publish, export, revoke, redeem):
+    for fn in (mint, anchor, batches, publish, export, revoke, redeem, reconcile):
         app.command(fn.__name__)(fn)

@@ -1,4 +1,11 @@
-"""Revoke cards (leaked, fraudulent, recalled) on chain, then record it in the database."""
+"""Revoke cards (leaked, fraudulent, recalled) on chain, then record it in the database.
+
+Each revocation is a recorded act (``issuer.acts``, kind ``revoke``, payload: the card indices and the reason),
+its transaction hash stored before broadcast. A rerun settles from the chain: a revocation mined after the
+process died is recorded (with the reason the act holds); one the chain lost (a reorg, a rollback, a node
+crash) is sent again, even though the database already says revoked. A card revoked both in the database and
+on chain is refused (``CardRevoked``) before anything is sent.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from chain.registry import Registry
+from chain.errors import ChainError, ContractRevert, TransactionTimeout
+from chain.registry import Registry, _gas_bitmap
+from issuer import acts
 from issuer.anchoring import NotBatchIssuer
 from issuer.core.serial import canonical_serial
 from issuer.errors import CardRevoked, InvalidBatchState, IssuerError
@@ -75,16 +84,128 @@ def revoke_serials(sessions: sessionmaker[Session], registry: Registry, serials:
             if batch.issuer_address != registry.client.address:
                 raise NotBatchIssuer(f"card {serial} belongs to issuer {batch.issuer_address}, "
                                      f"not {registry.client.address}")
-            if card.revoked or batch.revoked:
-                raise CardRevoked(serial, card.revoke_reason if card.revoked else batch.revoke_reason)
+            if batch.revoked:
+                raise CardRevoked(serial, batch.revoke_reason)
+            if card.revoked and (registry.is_revoked(batch.batch_id_bytes, card.index)
+                                 or _in_flight(session, batch.batch_id, card.index)):
+                raise CardRevoked(serial, card.revoke_reason)
+            # Revoked in the database only: the chain lost it; it is sent again.
             by_batch[batch.batch_id][card.index] = serial
             batch_pks[batch.batch_id] = batch.id
     results = []
     for batch_id, entries in by_batch.items():
         indices = sorted(entries)
-        receipt = registry.revoke_cards(bytes.fromhex(batch_id[2:]), indices, int(reason))
-        with sessions.begin() as session:
-            repo.mark_cards_revoked(session, batch_pks[batch_id], indices, int(reason))
-        results.append(RevokeResult(batch_id, [entries[i] for i in indices], indices, int(reason),
-                                    "0x" + bytes(receipt["transactionHash"]).hex()))
+        settled = settle_revocations(sessions, registry, batch_id, resend=False)
+        bid = bytes.fromhex(batch_id[2:])
+        done = [i for i in indices if registry.is_revoked(bid, i)]
+        tx_hash = next((settled[i] for i in indices if i in settled), "")
+        if done:  # revoked on chain already (an earlier run that died after broadcasting): record it
+            with sessions.begin() as session:
+                repo.mark_cards_revoked(session, batch_pks[batch_id], done, int(reason))
+        todo = [i for i in indices if i not in done]
+        if todo:
+            tx_hash = send_revocation(sessions, registry, batch_id, batch_pks[batch_id], todo, int(reason))
+        results.append(RevokeResult(batch_id, [entries[i] for i in indices], indices, int(reason), tx_hash))
     return results
+
+
+def _in_flight(session: Session, batch_id: str, index: int) -> bool:
+    """Whether a live process drives a revocation of this card now (its act leased)."""
+    return any(acts.leased(a) and index in acts.payload_of(a).get("indices", [])
+               for a in acts.open_acts(session, "revoke", batch_id))
+
+
+def send_revocation(sessions: sessionmaker[Session], registry: Registry, batch_id: str, batch_pk: int,
+                    indices: list[int], reason: int) -> str:
+    """Revoke `indices` of a batch on chain as a recorded act; records the cards revoked with its receipt."""
+    client = registry.client
+    bid = bytes.fromhex(batch_id[2:])
+    with sessions() as session:
+        act = acts.begin(session, "revoke", batch_id, {"indices": sorted(indices), "reason": int(reason)},
+                         client=client, contract=registry.address)
+        session.commit()
+
+        def record_hash(sent: Any) -> None:
+            acts.signed(act, sent)
+            session.commit()
+
+        try:
+            sent = client.send(registry.fn.revokeCards(bid, sorted(indices), int(reason)),
+                               gas=_gas_bitmap(indices), before_broadcast=record_hash)
+            acts.broadcast(act)
+            session.commit()
+            receipt = client.wait(sent.tx_hash)
+        except ContractRevert as exc:
+            session.rollback()
+            acts.failed(act, exc)
+            session.commit()
+            raise
+        except (TransactionTimeout, ChainError):
+            session.rollback()  # the act keeps its hash: the next run or `cardproof reconcile` settles it
+            if act.tx_hash and not client_knows(client, act.tx_hash):
+                acts.lost(act, "not broadcast")
+            acts.release(act)
+            session.commit()
+            raise
+        repo.mark_cards_revoked(session, batch_pk, indices, int(reason))
+        acts.mined(act, client, receipt)
+        session.commit()
+        return "0x" + bytes(receipt["transactionHash"]).hex()
+
+
+def client_knows(client: Any, tx_hash: str) -> bool:
+    try:
+        return client.transaction_known(tx_hash)
+    except ChainError:
+        return True  # cannot tell: assume it may be out there
+
+
+def settle_revocations(sessions: sessionmaker[Session], registry: Registry, batch_id: str, *,
+                       resend: bool = True, wait: bool = True) -> dict[int, str]:
+    """Settle this batch's open revoke acts from the chain: a mined one is recorded (cards revoked with the act's
+    reason), one still in the mempool is awaited (`wait`), one the chain does not hold is lost, and sent again
+    (`resend`) for the cards it still has to revoke. Acts a live process drives (leased) are left alone unless
+    mined.
+    Returns card index -> transaction hash of the revocations newly recorded in the database or sent again."""
+    client = registry.client
+    bid = bytes.fromhex(batch_id[2:])
+    out: dict[int, str] = {}
+    redo: list[tuple[list[int], int]] = []
+    with sessions() as session:
+        batch = repo.get_batch(session, batch_id)
+        for act in acts.open_acts(session, "revoke", batch_id):
+            payload = acts.payload_of(act)
+            indices, reason = [int(i) for i in payload.get("indices", [])], int(payload.get("reason", 0))
+            seen = acts.observe(client, act)
+            if acts.leased(act) and seen.status != "mined":
+                continue  # a live process drives it (a mined one is a fact: recorded whoever drives it)
+            if seen.status == "in_mempool" and wait:
+                try:
+                    receipt = client.wait(act.tx_hash)
+                    seen = acts.Seen("mined", receipt)
+                except ContractRevert:
+                    seen = acts.Seen("reverted")
+            if seen.status == "in_mempool":
+                acts.broadcast(act)
+            elif seen.status == "mined":
+                if repo.mark_cards_revoked(session, batch.id, indices, reason):
+                    out.update({i: act.tx_hash for i in indices})
+                acts.mined(act, client, seen.receipt)
+            else:
+                missing = [i for i in indices if not registry.is_revoked(bid, i)]
+                if not missing:  # revoked on chain by another transaction
+                    repo.mark_cards_revoked(session, batch.id, indices, reason)
+                    acts.mined(act, client, None)
+                elif seen.status == "reverted":
+                    acts.failed(act, "the revocation transaction failed on chain")
+                else:
+                    acts.lost(act, "the chain does not hold the revocation")
+                    acts.release(act)
+                    redo.append((missing, reason))
+            session.commit()
+        batch_pk = batch.id
+    if resend:
+        for missing, reason in redo:
+            tx = send_revocation(sessions, registry, batch_id, batch_pk, missing, reason)
+            out.update({i: tx for i in missing})
+    return out

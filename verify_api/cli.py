@@ -170,7 +170,7 @@ def _chain_client(rpc: str | None):
     if url == ETH_TESTER:
         _, w3 = shared_in_process_web3()
     elif url.startswith(("http://", "https://")):
-        w3 = http_web3(url, timeout=15)
+        w3 = http_web3(url)  # CARDPROOF_RPC_TIMEOUT
     else:
         raise ConfigError(f"--rpc must be an http(s) URL, not {url!r}")
     chain_id = guard(lambda: w3.eth.chain_id)

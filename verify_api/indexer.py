@@ -423,7 +423,7 @@ def read_client(settings: Any) -> ChainClient:
     """A client of the configured chain for reading (a throwaway account when none is configured)."""
     from chain.client import connect
 
-    return connect(settings, read_only=True, timeout=15)
+    return connect(settings, read_only=True)  # CARDPROOF_RPC_TIMEOUT
 
 
 def followed_contracts(client: ChainClient, home: Any) -> list[Followed]:

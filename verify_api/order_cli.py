@@ -23,7 +23,7 @@ from web3 import Web3
 
 from chain.cli_output import emit_json, say
 from chain.errors import ChainError, InvalidDeliveryDeadline, InvalidDisputeWindow, NotDeployed, OrderNotFound
-from chain.escrow_view import TokenMeta, format_duration, order_json, parse_duration, ranges_json, token_meta
+from chain.escrow_view import TokenMeta, format_duration, order_json, parse_duration, token_meta
 
 __all__ = ["InvalidArgument", "NotDevChain", "order_app", "register"]
 
@@ -215,27 +215,6 @@ def order_open(
         return
     say(f"order {order_id} opened and funded: {quantity} x {info['unit_price']['amount']} {meta.symbol} = "
         f"{info['amount']['amount']} {meta.symbol} held in escrow (tx {out['tx']})")
-
-
-@order_app.command("deliver")
-def order_deliver(
-    order_id: OrderArg,
-    batch: Annotated[str, typer.Option("--batch", help="The supplier's anchored batch id (0x + 64 hex).")],
-    ranges: Annotated[list[str], typer.Option("--range", help="Cards START:COUNT of the batch (repeatable).")],
-    json_out: JsonOpt = False,
-) -> None:
-    """Deliver an order (supplier): assign exactly QUANTITY cards of one of the supplier's own batches."""
-    batch_id = _batch_id(batch)
-    rs = _ranges(ranges)
-    escrow = _ctx().escrow
-    _order(escrow, order_id)
-    receipt = escrow.deliver(order_id, batch_id, rs)
-    out = {"order_id": order_id, "tx": _tx(receipt), "status": "delivered", "batch_id": "0x" + batch_id.hex(),
-           "ranges": ranges_json(rs)}
-    if json_out:
-        emit_json(out)
-        return
-    say(f"order {order_id} delivered: {sum(n for _, n in rs)} cards of batch {out['batch_id']} (tx {out['tx']})")
 
 
 def _settled(command: str, order_id: int, json_out: bool) -> None:

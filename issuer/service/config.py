@@ -29,7 +29,8 @@ class ServiceSettings(BaseSettings):
     #: Registry address to use instead of the deployment recorded in CARDPROOF_HOME.
     registry_address: str | None = None
     #: Timeout of one JSON-RPC request, seconds.
-    rpc_timeout: float = Field(default=10.0, gt=0)
+    #: Timeout of one JSON-RPC request; None: CARDPROOF_RPC_TIMEOUT (chain.settings).
+    rpc_timeout: float | None = Field(default=None, gt=0)
 
     @field_validator("redeem_rate", "redeem_rate_serial")
     @classmethod

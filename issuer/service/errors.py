@@ -85,6 +85,10 @@ _CHAIN_STATUS: list[tuple[type[BaseException], int]] = [
     (chain_errors.BatchNotAnchored, 409),
     (chain_errors.CardIndexOutOfRange, 404),
     (chain_errors.ChainUnreachable, 503),
+    # The account's nonce sequence was busy or its store unreachable: nothing was sent, try again.
+    (chain_errors.NonceError, 503),
+    (chain_errors.NonceLockTimeout, 503),
+    (chain_errors.NonceStoreUnavailable, 503),
     (chain_errors.NoChainRunning, 503),
     (chain_errors.NotDeployed, 503),
     (chain_errors.ConfigError, 503),

@@ -16,6 +16,7 @@ import datetime as dt
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Index,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -46,6 +47,9 @@ __all__ = [
     "Deployment",
     "Meta",
     "ApiKey",
+    "ACT_KINDS",
+    "ACT_STATES",
+    "ChainAct",
     "utcnow",
     "UTCDateTime",
     "BigIntPK",
@@ -262,3 +266,56 @@ class ApiKey(Base):
 
     def __repr__(self) -> str:  # never the hash
         return f"ApiKey(key_id={self.key_id!r}, issuer={self.issuer_address!r}, label={self.label!r})"
+
+
+#: What the supplier's side does on chain (``issuer.acts``).
+ACT_KINDS = ("anchor", "revoke", "redeem", "deliver", "withdraw")
+#: Lifecycle of a chain act: pending (intent recorded; a signed transaction's hash may already be stored,
+#: before broadcast) -> broadcast (the node accepted it) -> mined (in a block) -> final (past the confirmation
+#: depth), or lost (the chain does not hold it: dropped, reorganised away; a rerun sends it again) or failed
+#: (reverted).
+ACT_STATES = ("pending", "broadcast", "mined", "final", "lost", "failed")
+
+
+class ChainAct(Base):
+    """One on-chain act of the supplier's side, recorded as an intent before anything is sent.
+
+    ``issuer.acts`` writes it: the transaction hash (and nonce) is stored before broadcast, a rerun or
+    ``cardproof reconcile`` settles it from the chain whatever state it holds, and an act the chain lost is
+    sent again (``attempts`` counts the sends).
+    """
+
+    __tablename__ = "chain_acts"
+    __table_args__ = (
+        CheckConstraint(
+            "state IN ('pending', 'broadcast', 'mined', 'final', 'lost', 'failed')", name="state"
+        ),
+        Index("ix_chain_acts_kind_subject", "kind", "subject"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    #: anchor, revoke, redeem (:data:`ACT_KINDS`).
+    kind: Mapped[str] = mapped_column(String(16))
+    #: What it acts on: a batch id (``0x`` + 64 hex).
+    subject: Mapped[str] = mapped_column(String(66))
+    chain_id: Mapped[int | None] = mapped_column(BigInteger)
+    #: The contract called (EIP-55).
+    contract: Mapped[str | None] = mapped_column(String(42))
+    #: The sending account (EIP-55).
+    account: Mapped[str | None] = mapped_column(String(42))
+    #: The act's arguments, JSON (card indices, reason, ...): enough to send it again.
+    payload: Mapped[str] = mapped_column(Text, default="{}")
+    tx_hash: Mapped[str | None] = mapped_column(String(66), index=True)
+    nonce: Mapped[int | None] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    block_number: Mapped[int | None] = mapped_column(BigInteger)
+    block_hash: Mapped[str | None] = mapped_column(String(66))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: While a live process drives the act, others leave it alone until then.
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:
+        return f"ChainAct(id={self.id}, kind={self.kind!r}, subject={self.subject!r}, state={self.state!r})"

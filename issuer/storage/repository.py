@@ -87,6 +87,8 @@ ALLOWED_TRANSITIONS = frozenset(
         ("anchoring", "anchored"),
         ("anchoring", "failed"),
         ("failed", "anchoring"),
+        # The chain lost the anchor (rollback, reorg, node crash): anchoring again (issuer.anchoring).
+        ("anchored", "anchoring"),
     }
 )
 
@@ -277,7 +279,7 @@ def set_batch_state(session: Session, batch: Batch, state: str, **fields: Any) -
     """Move ``batch`` to ``state`` (compare-and-set) and update ``fields`` with it.
 
     Allowed: minted→anchoring→anchored, anchoring→failed, failed→anchoring,
-    minted→failed; anything else raises :class:`InvalidBatchState`, as does a
+    minted→failed, anchored→anchoring (the chain lost the anchor); anything else raises :class:`InvalidBatchState`, as does a
     batch whose state was changed by someone else since it was loaded.
     ``fields`` may be any of chain_id, registry_address, anchor_tx, anchor_block,
     anchored_at, error.

@@ -7,6 +7,7 @@ import logging
 import threading
 
 import pytest
+import sqlalchemy as sa
 
 from chain.client import ChainClient, http_web3
 from chain.errors import ChainUnreachable
@@ -21,6 +22,7 @@ from issuer.lookup import check_code, find_card
 from issuer.redemption import redeem_card
 from issuer.revocation import InvalidReason, RevokeReason, parse_reason, revoke_serials
 from issuer.storage import repository as repo
+from issuer.storage.models import ChainAct
 from tests.issuer.helpers import cards_of, mint
 
 THREADS = 16
@@ -298,7 +300,7 @@ def test_timeout_after_broadcast_keeps_the_claim_and_the_chain_settles_it(issuer
     # The transaction was mined meanwhile: a retry learns it from the chain and does not redeem twice.
     with pytest.raises(AlreadyRedeemed):
         redeem_card(sessions, master_key, issuer_env.registry, card["serial"], card["code"], "y")
-    assert card_state(sessions, card["serial"])[1] == "chain"
+    assert card_state(sessions, card["serial"])[1] == "x"  # the redeemer its recorded act names
     assert issuer_env.registry.is_redeemed(bytes.fromhex(res.batch_id[2:]), card["index"])
 
 
@@ -313,7 +315,11 @@ def test_transaction_lost_before_broadcast_is_released_on_retry(issuer_env, sess
     monkeypatch.setattr(client.w3.eth, "send_raw_transaction", lost)
     with pytest.raises(ChainUnreachable):
         redeem_card(sessions, master_key, issuer_env.registry, card["serial"], card["code"], "x")
-    assert card_state(sessions, card["serial"])[1].startswith("tx:0x")  # its hash was recorded first
+    # Its hash was recorded first (the act); the node does not know it, so the card is free again at once.
+    with sessions() as s:
+        act = s.scalars(sa.select(ChainAct).where(ChainAct.kind == "redeem")).one()
+        assert act.tx_hash.startswith("0x") and act.state == "lost" and act.lease_until is None
+    assert card_state(sessions, card["serial"])[:2] == (None, None)
     monkeypatch.undo()
     out = redeem_card(sessions, master_key, issuer_env.registry, card["serial"], card["code"], "again")
     assert out.redeemed_by == "again"

@@ -272,12 +272,8 @@ def test_concurrent_redemptions_exactly_one_wins_on_live_uvicorn(live, world):
         error(c.post(f"/v1/cards/{other}/redeem", json={"code": other_code}), 401, "unauthorized")
         error(c.post(f"/v1/cards/{serial}/redeem", json={"code": code}, headers=bearer(key)), 409,
               "already_redeemed")
-    recorded = redeemed_by(world, serial)
-    if recorded == "chain":
-        # issuer.redemption: a concurrent loser took the winner's in-flight "tx:" claim for one left by a crash
-        # and settled it from the chain, overwriting who redeemed (reported to the lead).
-        pytest.xfail("issuer.redemption settles an in-flight pending claim of a concurrent redemption")
-    assert recorded == winner
+    # A concurrent loser never takes the winner's in-flight "tx:" claim for one left by a crash (issuer.acts lease).
+    assert redeemed_by(world, serial) == winner
 
 
 def test_concurrent_redemptions_in_process(client, world, request):
