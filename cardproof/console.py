@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover - older typer on real click
 
 import issuer.cli as issuer_cli  # the supplier's side
 import verify_api.cli as verify_api_cli  # the public side
+import verify_api.admin_cli as admin_cli  # the platform admin: arbiters
 import verify_api.order_cli as order_cli  # the public side: orders (buyer, platform), faucet, index
 from chain.cli import chain_app, deploy_command
 from chain.errors import CardproofError
@@ -36,7 +37,7 @@ app = typer.Typer(
 app.add_typer(chain_app, name="chain")
 app.command("deploy")(deploy_command)
 
-for _side in (issuer_cli, verify_api_cli, order_cli):
+for _side in (issuer_cli, verify_api_cli, order_cli, admin_cli):
     _side.register(app)
 # Delivering is the supplier's act, recorded in its database before broadcast (issuer.escrow_acts).
 issuer_cli.register_order_commands(order_cli.order_app)

@@ -53,11 +53,21 @@ def chain_status(json_out: JsonOpt = False) -> None:
     say(f"chain running at {info.url} (chain id {info.chain_id}, pid {info.pid})")
 
 
-def deploy_command(json_out: JsonOpt = False) -> None:
-    """Deploy the CardRegistry (and, on dev chains, a test stablecoin and the CardEscrow); idempotent."""
+def deploy_command(arbiter: Annotated[str | None, typer.Option(
+                       help="The escrow's first arbiter (default: the deploying account).")] = None,
+                   json_out: JsonOpt = False) -> None:
+    """Deploy the CardRegistry (and, on dev chains, a test stablecoin and the CardEscrow with an arbiter); idempotent."""
+    from web3 import Web3
+
+    from chain.errors import ConfigError
+
+    body = (arbiter or "")[2:]
+    if arbiter is not None and not (Web3.is_address(arbiter) and (body == body.lower() or body == body.upper()
+                                                                 or Web3.is_checksum_address(arbiter))):
+        raise ConfigError(f"--arbiter: {arbiter!r} is not an address (0x + 40 hex digits, EIP-55 checksum if mixed case)")
     settings = get_settings()
     client = connect(settings)
-    platform = deploy_platform(client, settings.home)
+    platform = deploy_platform(client, settings.home, arbiter=Web3.to_checksum_address(arbiter) if arbiter else None)
     record = platform.registry
     if json_out:
         emit_json(platform.to_json())

@@ -4,16 +4,23 @@ Opening an order checks what would make it revert first (token allowlisted, supp
 price in range, the buyer's balance and allowance) and raises the same typed errors the chain would
 (:class:`chain.errors.TokenNotAllowed`, :class:`chain.errors.ERC20InsufficientAllowance`, ...), so callers
 never pay for a doomed transaction. Every other call is simulated by :class:`chain.client.ChainClient`
-before it is sent, so reverts come back typed too.
+before it is sent, so reverts come back typed too. A call refused for a missing role raises
+:class:`chain.errors.RoleRequired`, whose message names the role and the accounts holding it ("run this as the
+admin 0xf39F..."), never a role hash.
+
+Disputes end: ``dispute`` gives the dispute a deadline (``Order.dispute_deadline``); an arbiter may ``resolve`` it
+until then, after which ``release`` settles it with the default outcome (the settlement of an undisputed release).
+The buyer may ``withdraw_dispute``. Arbiters are managed with ``grant_arbiter`` / ``revoke_arbiter`` /
+``arbiters`` (AccessControlEnumerable); the escrow is deployed with one (``deploy_escrow(arbiter=...)``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from eth_utils import to_checksum_address
 from hexbytes import HexBytes
@@ -25,11 +32,13 @@ from chain.artifacts import load_artifact
 from chain.client import ChainClient
 from chain.deployments import Deployment, deploy, find
 from chain.errors import (
+    AccessControlUnauthorizedAccount,
     ChainError,
     ERC20InsufficientAllowance,
     ERC20InsufficientBalance,
     InvalidQuantity,
     InvalidUnitPrice,
+    RoleRequired,
     SupplierNotIssuer,
     TokenNotAllowed,
 )
@@ -38,6 +47,9 @@ from chain.registry import ISSUER_ROLE
 ESCROW = "CardEscrow"
 STABLECOIN = "TestStablecoin"
 ARBITER_ROLE = Web3.keccak(text="ARBITER_ROLE")
+DEFAULT_ADMIN_ROLE = b"\0" * 32
+#: Names of the escrow's roles, as people say them (errors, CLI).
+ROLE_NAMES = {bytes(DEFAULT_ADMIN_ROLE): "admin", bytes(ARBITER_ROLE): "arbiter"}
 MAX_UINT256 = 2**256 - 1
 UINT96_MAX = 2**96 - 1
 
@@ -131,10 +143,21 @@ class Order:
     def exists(self) -> bool:
         return self.status != OrderStatus.NONE
 
+    #: When the current (or last settled) dispute ends unresolved; 0 if never disputed or withdrawn to Delivered.
+    dispute_deadline: int = 0
+
     @property
     def dispute_window_end(self) -> int | None:
         """When disputes stop and release becomes possible; None before delivery."""
         return self.delivered_at + self.dispute_window if self.delivered_at else None
+
+    def releasable_at(self) -> int | None:
+        """From when anyone may settle the order with the default outcome (release); None when not now or later."""
+        if self.status == OrderStatus.DELIVERED:
+            return self.dispute_window_end
+        if self.status == OrderStatus.DISPUTED:
+            return self.dispute_deadline
+        return None
 
 
 @dataclass(frozen=True)
@@ -147,6 +170,12 @@ class Rules:
     max_dispute_window: int
     max_quantity: int
     max_ranges: int
+    #: Time an arbiter has to resolve a dispute, from when it is raised.
+    dispute_resolution_period: int
+    #: Floor of every window rule (1 hour).
+    window_floor: int
+    #: Ceiling of dispute_resolution_period (90 days).
+    max_dispute_resolution_period: int
 
 
 @dataclass(frozen=True)
@@ -158,6 +187,18 @@ class Settlement:
     supplier_amount: int
     fee: int
     buyer_refund: int
+    receipt: TxReceipt
+    #: The release settled a dispute that ended without a ruling (DisputeExpired), with the default outcome.
+    dispute_expired: bool = False
+
+
+@dataclass(frozen=True)
+class DisputeWithdrawal:
+    """A withdrawn dispute: the order is Delivered again, or (``settled``) it was released at once."""
+
+    order_id: int
+    settled: bool
+    settlement: Settlement | None
     receipt: TxReceipt
 
 
@@ -198,6 +239,9 @@ def gas_deliver(ranges: Sequence[tuple[int, int]]) -> int:
 
 def gas_settle(words: int) -> int:
     return 160_000 + 12_000 * words
+
+
+_T = TypeVar("_T")
 
 
 class Token:
@@ -298,25 +342,92 @@ class Escrow:
 
     def set_tokens_allowed(self, tokens: Sequence[str], allowed: bool = True) -> TxReceipt:
         addrs = [to_checksum_address(t) for t in tokens]
-        return self.client.transact(self.fn.setTokensAllowed(addrs, allowed), gas=GAS_ADMIN + 60_000 * len(addrs))
+        fn = self.fn.setTokensAllowed(addrs, allowed)
+        return self._with_role(lambda: self.client.transact(fn, gas=GAS_ADMIN + 60_000 * len(addrs)))
 
     def set_fee(self, fee_bps: int) -> TxReceipt:
-        return self.client.transact(self.fn.setFee(fee_bps), gas=GAS_ADMIN)
+        return self._with_role(lambda: self.client.transact(self.fn.setFee(fee_bps), gas=GAS_ADMIN))
 
     def set_fee_recipient(self, recipient: str) -> TxReceipt:
         n = len(self.client.call(self.fn.tokenList()))
-        return self.client.transact(self.fn.setFeeRecipient(to_checksum_address(recipient)),
-                                    gas=GAS_ADMIN + 40_000 * n)
+        fn = self.fn.setFeeRecipient(to_checksum_address(recipient))
+        return self._with_role(lambda: self.client.transact(fn, gas=GAS_ADMIN + 40_000 * n))
 
-    def set_window_rules(self, max_delivery_period: int, min_dispute_window: int, max_dispute_window: int) -> TxReceipt:
-        return self.client.transact(
-            self.fn.setWindowRules(max_delivery_period, min_dispute_window, max_dispute_window), gas=GAS_ADMIN)
+    def set_window_rules(self, max_delivery_period: int, min_dispute_window: int, max_dispute_window: int,
+                         dispute_resolution_period: int | None = None) -> TxReceipt:
+        """Set the window rules (admin); the resolution period stays as it is unless given."""
+        if dispute_resolution_period is None:
+            dispute_resolution_period = self.rules().dispute_resolution_period
+        fn = self.fn.setWindowRules(max_delivery_period, min_dispute_window, max_dispute_window,
+                                    dispute_resolution_period)
+        return self._with_role(lambda: self.client.transact(fn, gas=GAS_ADMIN))
+
+    # ---------------------------------------------------------------- roles
 
     def grant_arbiter(self, account: str) -> TxReceipt:
-        return self.client.transact(self.fn.grantRole(ARBITER_ROLE, to_checksum_address(account)), gas=GAS_ADMIN)
+        """Grant ARBITER_ROLE (admin only); granting it to an arbiter again changes nothing (no event)."""
+        self.require_role(DEFAULT_ADMIN_ROLE)
+        fn = self.fn.grantRole(ARBITER_ROLE, to_checksum_address(account))
+        return self._with_role(lambda: self.client.transact(fn, gas=GAS_ADMIN))
+
+    def revoke_arbiter(self, account: str) -> TxReceipt:
+        """Revoke ARBITER_ROLE (admin only); revoking it from a non-arbiter changes nothing (no event).
+        Disputes already raised keep their deadlines: without an arbiter they end with the default outcome."""
+        self.require_role(DEFAULT_ADMIN_ROLE)
+        fn = self.fn.revokeRole(ARBITER_ROLE, to_checksum_address(account))
+        return self._with_role(lambda: self.client.transact(fn, gas=GAS_ADMIN))
 
     def is_arbiter(self, account: str) -> bool:
-        return bool(self.client.call(self.fn.hasRole(ARBITER_ROLE, to_checksum_address(account))))
+        return self.has_role(ARBITER_ROLE, account)
+
+    def has_role(self, role: bytes, account: str) -> bool:
+        return bool(self.client.call(self.fn.hasRole(role, to_checksum_address(account))))
+
+    def require_role(self, role: bytes) -> None:
+        """Raise RoleRequired (nothing sent) unless the client's account holds `role`."""
+        if not self.has_role(role, self.client.address):
+            raise self.role_error(AccessControlUnauthorizedAccount(
+                "AccessControlUnauthorizedAccount", None, account=self.client.address.lower(), needed_role=role))
+
+    def role_members(self, role: bytes) -> list[str]:
+        """Every holder of `role` (AccessControlEnumerable), in the contract's order."""
+        return [to_checksum_address(a) for a in self.client.call(self.fn.getRoleMembers(role))]
+
+    def arbiters(self) -> list[str]:
+        return self.role_members(ARBITER_ROLE)
+
+    def admins(self) -> list[str]:
+        return self.role_members(DEFAULT_ADMIN_ROLE)
+
+    def _with_role(self, action: Callable[[], _T]) -> _T:
+        """Run `action`; a missing role becomes a RoleRequired that names the role and its holders."""
+        try:
+            return action()
+        except RoleRequired:
+            raise
+        except AccessControlUnauthorizedAccount as exc:
+            raise self.role_error(exc) from None
+
+    def role_error(self, exc: AccessControlUnauthorizedAccount) -> RoleRequired:
+        """The readable form of a role revert: who lacks which role, and who holds it."""
+        role = bytes(exc.params.get("needed_role", b""))
+        account = to_checksum_address(exc.params.get("account", self.client.address))
+        name = ROLE_NAMES.get(role, "0x" + role.hex())
+        try:
+            holders = self.role_members(role)
+        except ChainError:  # an escrow built without AccessControlEnumerable: name the role only
+            holders = []
+        if holders:
+            who = ", ".join(holders)
+            advice = f"run this as the {name} {who}" if len(holders) == 1 else f"run this as one of the {name}s {who}"
+        elif role == bytes(ARBITER_ROLE):
+            advice = "no account is an arbiter: the admin grants one with `cardproof arbiter grant ADDRESS`"
+        else:
+            advice = f"no account holds the {name} role"
+        message = (f"{account} is not {'the' if name == 'admin' else 'an'} {name} of the escrow {self.address}: "
+                   f"{advice}")
+        return RoleRequired(message, account=account.lower(), needed_role=role, role=name, holders=holders,
+                            data=exc.data)
 
     # ---------------------------------------------------------------- opening
 
@@ -416,16 +527,31 @@ class Escrow:
         return self._settlement(receipt, "OrderConfirmed")
 
     def release(self, order_id: int, *, gas: int | None = None) -> Settlement:
-        """Settle a delivered order after its dispute window (anyone)."""
+        """Settle with the default outcome (anyone): a delivered order after its dispute window, or a disputed one
+        after its dispute deadline (``Settlement.dispute_expired``)."""
         receipt = self.client.transact(self.fn.release(order_id), gas=gas or self._settle_gas(order_id))
-        return self._settlement(receipt, "OrderReleased")
+        expired = bool(self.contract.events.DisputeExpired().process_receipt(receipt, errors=DISCARD))
+        return self._settlement(receipt, "OrderReleased", dispute_expired=expired)
 
     def dispute(self, order_id: int) -> TxReceipt:
+        """Dispute a delivery within its window (buyer); the dispute's deadline is in the OrderDisputed event and
+        in ``order(order_id).dispute_deadline``."""
         return self.client.transact(self.fn.dispute(order_id), gas=GAS_SIMPLE)
 
+    def withdraw_dispute(self, order_id: int, *, gas: int | None = None) -> DisputeWithdrawal:
+        """Withdraw the buyer's dispute: Delivered again while the window is open and the deadline not passed,
+        else settled at once with the default outcome."""
+        receipt = self.client.transact(self.fn.withdrawDispute(order_id), gas=gas or self._settle_gas(order_id))
+        (event,) = self.contract.events.DisputeWithdrawn().process_receipt(receipt, errors=DISCARD)
+        settled = bool(event["args"]["settled"])
+        settlement = self._settlement(receipt, "OrderReleased") if settled else None
+        return DisputeWithdrawal(order_id, settled, settlement, receipt)
+
     def resolve(self, order_id: int, buyer_amount: int, supplier_amount: int) -> TxReceipt:
-        """Split a disputed order's escrow (arbiter only); the fee applies to the supplier's share."""
-        return self.client.transact(self.fn.resolve(order_id, buyer_amount, supplier_amount), gas=GAS_ADMIN)
+        """Split a disputed order's escrow (arbiter only, before the dispute's deadline); the fee applies to the
+        supplier's share."""
+        fn = self.fn.resolve(order_id, buyer_amount, supplier_amount)
+        return self._with_role(lambda: self.client.transact(fn, gas=GAS_ADMIN))
 
     def cancel(self, order_id: int) -> TxReceipt:
         return self.client.transact(self.fn.cancel(order_id), gas=GAS_SIMPLE)
@@ -445,18 +571,18 @@ class Escrow:
         _, ranges = self.delivery(order_id)
         return gas_settle(_words_touched([(r.start, r.length) for r in ranges]) if ranges else 1)
 
-    def _settlement(self, receipt: TxReceipt, event: str) -> Settlement:
+    def _settlement(self, receipt: TxReceipt, event: str, *, dispute_expired: bool = False) -> Settlement:
         logs = getattr(self.contract.events, event)().process_receipt(receipt, errors=DISCARD)
         args = logs[0]["args"]
         return Settlement(int(args["orderId"]), int(args["revokedCards"]), int(args["supplierAmount"]),
-                          int(args["fee"]), int(args["buyerRefund"]), receipt)
+                          int(args["fee"]), int(args["buyerRefund"]), receipt, dispute_expired)
 
     # ---------------------------------------------------------------- reads
 
     def rules(self) -> Rules:
         r = self.client.call(self.fn.rules())
         return Rules(int(r[0]), int(r[1]), to_checksum_address(r[2]), int(r[3]), int(r[4]), int(r[5]),
-                     int(r[6]), int(r[7]))
+                     int(r[6]), int(r[7]), int(r[8]), int(r[9]), int(r[10]))
 
     def is_token_allowed(self, token: str) -> bool:
         return bool(self.client.call(self.fn.isTokenAllowed(to_checksum_address(token))))
@@ -468,7 +594,7 @@ class Escrow:
         o = self.client.call(self.fn.order(order_id), block)
         return Order(order_id, to_checksum_address(o[0]), to_checksum_address(o[1]), to_checksum_address(o[2]),
                      int(o[3]), int(o[4]), int(o[5]), int(o[6]), int(o[7]), int(o[8]), OrderStatus(o[9]),
-                     int(o[10]), bytes(o[11]), int(o[12]))
+                     int(o[10]), bytes(o[11]), int(o[12]), int(o[13]))
 
     def delivery(self, order_id: int) -> tuple[bytes, list[CardRange]]:
         batch_id, ranges = self.client.call(self.fn.deliveryOf(order_id))
@@ -487,6 +613,7 @@ class Escrow:
         return int(self.client.call(self.fn.deliveredWord(batch_id, word)))
 
     def revoked_count(self, order_id: int) -> int:
+        """The order's delivered cards refundable now: revoked and not redeemed."""
         return int(self.client.call(self.fn.revokedCount(order_id)))
 
 
@@ -494,15 +621,18 @@ class Escrow:
 
 
 def deploy_escrow(client: ChainClient, home: Path, registry_address: str, *, admin: str | None = None,
-                  fee_recipient: str | None = None, tokens: Sequence[str] = ()) -> tuple[Deployment, bool]:
+                  fee_recipient: str | None = None, arbiter: str | None = None,
+                  tokens: Sequence[str] = ()) -> tuple[Deployment, bool]:
     """Deploy the CardEscrow for `registry_address` unless a live one is recorded; returns (record, created).
 
-    The client's account becomes admin and fee recipient unless given; `tokens` are allowlisted when the
-    escrow is created (and the client is its admin).
+    The client's account becomes admin, fee recipient and first arbiter unless given (an escrow is never
+    deployed without an arbiter); `tokens` are allowlisted when the escrow is created (and the client is its
+    admin).
     """
     record, created = deploy(client, home, ESCROW, to_checksum_address(registry_address),
                              to_checksum_address(admin or client.address),
-                             to_checksum_address(fee_recipient or client.address), gas=4_000_000)
+                             to_checksum_address(fee_recipient or client.address),
+                             to_checksum_address(arbiter or client.address), gas=5_000_000)
     if created and tokens and (admin is None or to_checksum_address(admin) == client.address):
         Escrow(client, record.address).set_tokens_allowed(list(tokens), True)
     return record, created

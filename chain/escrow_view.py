@@ -188,6 +188,8 @@ def order_json(order: Any, token: TokenMeta, ranges: Any = ()) -> dict[str, Any]
         "dispute_window": order.dispute_window,
         "delivered_at": order.delivered_at or None,
         "dispute_window_end": order.dispute_window_end,
+        #: The time after which an open dispute settles by the default outcome (None: never disputed).
+        "dispute_deadline": getattr(order, "dispute_deadline", 0) or None,
         "delivery": {"batch_id": "0x" + bytes(order.batch_id).hex(), "ranges": ranges_json(ranges)}
         if delivered else None,
     }

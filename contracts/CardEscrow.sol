@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
-import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {AccessControlEnumerable} from "@openzeppelin/contracts/access/extensions/AccessControlEnumerable.sol";
 import {IAccessControl} from "@openzeppelin/contracts/access/IAccessControl.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
@@ -18,8 +18,16 @@ import {ICardEscrow, Order, OrderStatus, CardRange, EscrowRules} from "./ICardEs
 /// cards from its own anchored batches; each card must be neither revoked nor redeemed, and is sold once
 /// (the escrow keeps its own bitmap of delivered cards). The buyer confirms, or anyone releases after the
 /// dispute window: the supplier is paid for every delivered card that is not revoked at that moment, minus
-/// the platform fee, and the buyer is refunded for the revoked ones. Within the window the buyer may dispute
-/// instead and an arbiter splits the escrow. Without a delivery the buyer cancels after the deadline.
+/// the platform fee, and the buyer is refunded for the revoked ones that were not redeemed (a card used before
+/// its batch was revoked is paid for). Within the window the buyer may dispute instead and an arbiter splits the
+/// escrow. Without a delivery the buyer cancels after the deadline.
+///
+/// Disputes end: a dispute has a deadline (the disputeResolutionPeriod in force when it was raised). An arbiter
+/// may resolve it until then; from the deadline on anyone settles it with the default outcome, the settlement of
+/// an undisputed release (supplier paid for the cards not refundable, buyer refunded for the refundable ones).
+/// The buyer's remedy for a bad card, when no arbiter acts, is thus the issuer's revocation, refunded by rule.
+/// The buyer may withdraw a dispute: the order is delivered again while its window is open, else it settles.
+/// An arbiter is granted at deploy; arbiters may be contracts; `getRoleMembers(ARBITER_ROLE)` lists them.
 ///
 /// Every payout is a credit withdrawn by its owner (pull payments): a reverting or blocklisted recipient
 /// can only block its own withdrawal, and may withdraw to another address.
@@ -36,14 +44,15 @@ import {ICardEscrow, Order, OrderStatus, CardRange, EscrowRules} from "./ICardEs
 ///   slot 2: token | unitPrice (uint96)
 ///   slot 3: deliveredAt (uint32) | rangeCount (uint8) | up to three ranges of 64 bits (start | length << 32)
 /// Further ranges go four per word into `_extraRanges`. Settlement therefore needs no per-card storage:
-/// it re-reads the registry's revocation words for the delivered ranges (one call per 256-card word) and
-/// counts the revoked cards with a popcount.
+/// it re-reads the registry's revocation words for the delivered ranges (one call per 256-card word, plus the
+/// redemption word where a card is revoked) and counts the refundable cards with a popcount. A dispute's
+/// deadline is the only other per-order word (`_disputeDeadlines`), written when the buyer disputes.
 ///
 /// Credits: a credit slot holds 1 + the credit once used, and withdrawals leave it at 1, so a slot is paid
 /// for (zero to non-zero, 20k gas) once per account and token, never again. `deliver` initialises the
 /// supplier's slot for the order's token if needed, so that settlement (paid by the buyer or a releaser)
 /// never pays that for the supplier.
-contract CardEscrow is AccessControl, ReentrancyGuardTransient, ICardEscrow {
+contract CardEscrow is AccessControlEnumerable, ReentrancyGuardTransient, ICardEscrow {
     using SafeERC20 for IERC20;
 
     /// @inheritdoc ICardEscrow
@@ -56,6 +65,10 @@ contract CardEscrow is AccessControl, ReentrancyGuardTransient, ICardEscrow {
     uint256 public constant MAX_QUANTITY = type(uint16).max;
     /// @notice Largest number of card ranges in one delivery.
     uint256 public constant MAX_RANGES = 64;
+    /// @inheritdoc ICardEscrow
+    uint32 public constant MIN_WINDOW = 1 hours;
+    /// @inheritdoc ICardEscrow
+    uint32 public constant MAX_DISPUTE_RESOLUTION_PERIOD = 90 days;
 
     uint256 private constant _BPS = 10_000;
     uint256 private constant _INLINE_RANGES = 3;
@@ -75,13 +88,14 @@ contract CardEscrow is AccessControl, ReentrancyGuardTransient, ICardEscrow {
         uint256 delivery;
     }
 
-    /// @dev Rules read when an order opens, with the order counter: one storage slot.
+    /// @dev Rules read when an order opens or a dispute is raised, with the order counter: one storage slot.
     struct Config {
         uint64 orderCount;
         uint8 feeBps;
         uint32 maxDeliveryPeriod;
         uint32 minDisputeWindow;
         uint32 maxDisputeWindow;
+        uint32 disputeResolutionPeriod;
     }
 
     /// @dev Per payment token: allowlisted, ever seen (listed in _tokenList), and the accrued platform fees.
@@ -101,26 +115,36 @@ contract CardEscrow is AccessControl, ReentrancyGuardTransient, ICardEscrow {
     mapping(uint256 orderId => mapping(uint256 word => uint256)) private _extraRanges;
     mapping(bytes32 batchId => mapping(uint256 wordIndex => uint256)) private _delivered;
     mapping(address account => mapping(address token => uint256)) private _credits;
+    /// @dev When the order's dispute ends unresolved (set by dispute, cleared when a withdrawal re-opens the
+    /// order; kept after settlement as a record).
+    mapping(uint256 orderId => uint256) private _disputeDeadlines;
 
     /// @param registry_ The CardRegistry; its ISSUER_ROLE holders are the suppliers.
     /// @param admin Holder of DEFAULT_ADMIN_ROLE (rules, allowlist, arbiters).
     /// @param feeRecipient_ Owner of the platform fees.
-    /// @dev Starts with no fee, a 90-day maximum delivery period and dispute windows of 1 hour to 30 days.
-    constructor(address registry_, address admin, address feeRecipient_) {
-        if (registry_ == address(0) || admin == address(0) || feeRecipient_ == address(0)) revert ZeroAddress();
+    /// @param arbiter First holder of ARBITER_ROLE (an account or a contract), so that disputes can be resolved
+    /// from the start; the admin grants and revokes arbiters afterwards.
+    /// @dev Starts with no fee, a 90-day maximum delivery period, dispute windows of 1 hour to 30 days and a
+    /// 7-day dispute resolution period.
+    constructor(address registry_, address admin, address feeRecipient_, address arbiter) {
+        if (registry_ == address(0) || admin == address(0) || feeRecipient_ == address(0) || arbiter == address(0)) {
+            revert ZeroAddress();
+        }
         _registry = ICardRegistry(registry_);
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _grantRole(ARBITER_ROLE, arbiter);
         _feeRecipient = feeRecipient_;
         _config = Config({
             orderCount: 0,
             feeBps: 0,
             maxDeliveryPeriod: 90 days,
             minDisputeWindow: 1 hours,
-            maxDisputeWindow: 30 days
+            maxDisputeWindow: 30 days,
+            disputeResolutionPeriod: 7 days
         });
         emit FeeRecipientSet(address(0), feeRecipient_);
         emit FeeSet(0);
-        emit WindowRulesSet(90 days, 1 hours, 30 days);
+        emit WindowRulesSet(90 days, 1 hours, 30 days, 7 days);
     }
 
     // =================================================================== admin
@@ -171,19 +195,33 @@ contract CardEscrow is AccessControl, ReentrancyGuardTransient, ICardEscrow {
     }
 
     /// @inheritdoc ICardEscrow
-    function setWindowRules(uint32 maxDeliveryPeriod, uint32 minDisputeWindow, uint32 maxDisputeWindow)
-        external
-        nonReentrant
-        onlyRole(DEFAULT_ADMIN_ROLE)
-    {
-        if (maxDeliveryPeriod == 0 || minDisputeWindow > maxDisputeWindow) {
+    function setWindowRules(
+        uint32 maxDeliveryPeriod,
+        uint32 minDisputeWindow,
+        uint32 maxDisputeWindow,
+        uint32 disputeResolutionPeriod
+    ) external nonReentrant onlyRole(DEFAULT_ADMIN_ROLE) {
+        uint32 noCeiling = type(uint32).max;
+        if (maxDeliveryPeriod < MIN_WINDOW) {
+            revert WindowOutOfBounds("maxDeliveryPeriod", maxDeliveryPeriod, MIN_WINDOW, noCeiling);
+        }
+        if (minDisputeWindow < MIN_WINDOW) {
+            revert WindowOutOfBounds("minDisputeWindow", minDisputeWindow, MIN_WINDOW, noCeiling);
+        }
+        if (minDisputeWindow > maxDisputeWindow) {
             revert InvalidWindowRules(maxDeliveryPeriod, minDisputeWindow, maxDisputeWindow);
+        }
+        if (disputeResolutionPeriod < MIN_WINDOW || disputeResolutionPeriod > MAX_DISPUTE_RESOLUTION_PERIOD) {
+            revert WindowOutOfBounds(
+                "disputeResolutionPeriod", disputeResolutionPeriod, MIN_WINDOW, MAX_DISPUTE_RESOLUTION_PERIOD
+            );
         }
         Config storage c = _config;
         c.maxDeliveryPeriod = maxDeliveryPeriod;
         c.minDisputeWindow = minDisputeWindow;
         c.maxDisputeWindow = maxDisputeWindow;
-        emit WindowRulesSet(maxDeliveryPeriod, minDisputeWindow, maxDisputeWindow);
+        c.disputeResolutionPeriod = disputeResolutionPeriod;
+        emit WindowRulesSet(maxDeliveryPeriod, minDisputeWindow, maxDisputeWindow, disputeResolutionPeriod);
     }
 
     // =================================================================== opening
@@ -389,12 +427,21 @@ contract CardEscrow is AccessControl, ReentrancyGuardTransient, ICardEscrow {
 
     /// @inheritdoc ICardEscrow
     function release(uint256 orderId) external nonReentrant {
-        StoredOrder storage o = _orderIn(orderId, OrderStatus.Delivered);
-        uint256 windowEnd = _windowEnd(o);
-        if (block.timestamp < windowEnd) revert DisputeWindowOpen(orderId, windowEnd);
-        o.status = OrderStatus.Released;
-        (uint256 revoked, uint256 supplierAmount, uint256 fee, uint256 refund) = _settle(orderId, o);
-        emit OrderReleased(orderId, msg.sender, revoked, supplierAmount, fee, refund);
+        StoredOrder storage o = _orders[orderId];
+        OrderStatus status = o.status;
+        if (status == OrderStatus.Delivered) {
+            uint256 windowEnd = _windowEnd(o);
+            if (block.timestamp < windowEnd) revert DisputeWindowOpen(orderId, windowEnd);
+        } else if (status == OrderStatus.Disputed) {
+            // The dispute ended without a ruling: the default outcome applies.
+            uint256 deadline = _disputeDeadlines[orderId];
+            if (block.timestamp < deadline) revert DisputeDeadlineNotPassed(orderId, deadline);
+            emit DisputeExpired(orderId, deadline);
+        } else {
+            if (status == OrderStatus.None) revert OrderNotFound(orderId);
+            revert InvalidOrderStatus(orderId, status, OrderStatus.Delivered);
+        }
+        _release(orderId, o);
     }
 
     /// @inheritdoc ICardEscrow
@@ -404,7 +451,32 @@ contract CardEscrow is AccessControl, ReentrancyGuardTransient, ICardEscrow {
         uint256 windowEnd = _windowEnd(o);
         if (block.timestamp >= windowEnd) revert DisputeWindowClosed(orderId, windowEnd);
         o.status = OrderStatus.Disputed;
-        emit OrderDisputed(orderId);
+        uint256 deadline = block.timestamp + _config.disputeResolutionPeriod;
+        _disputeDeadlines[orderId] = deadline;
+        emit OrderDisputed(orderId, deadline);
+    }
+
+    /// @inheritdoc ICardEscrow
+    function withdrawDispute(uint256 orderId) external nonReentrant {
+        StoredOrder storage o = _orderIn(orderId, OrderStatus.Disputed);
+        if (msg.sender != o.buyer) revert NotOrderBuyer(orderId, msg.sender);
+        if (block.timestamp < _windowEnd(o) && block.timestamp < _disputeDeadlines[orderId]) {
+            // Back to Delivered with the window as it was: deliveredAt and disputeWindow never changed.
+            o.status = OrderStatus.Delivered;
+            delete _disputeDeadlines[orderId];
+            emit DisputeWithdrawn(orderId, false);
+            return;
+        }
+        // Too late to re-open the window (or the dispute has expired): settle now with the default outcome.
+        emit DisputeWithdrawn(orderId, true);
+        _release(orderId, o);
+    }
+
+    /// @dev Settle with the default outcome (status Released), for `release` and late dispute withdrawals.
+    function _release(uint256 orderId, StoredOrder storage o) private {
+        o.status = OrderStatus.Released;
+        (uint256 revoked, uint256 supplierAmount, uint256 fee, uint256 refund) = _settle(orderId, o);
+        emit OrderReleased(orderId, msg.sender, revoked, supplierAmount, fee, refund);
     }
 
     /// @inheritdoc ICardEscrow
@@ -414,6 +486,8 @@ contract CardEscrow is AccessControl, ReentrancyGuardTransient, ICardEscrow {
         onlyRole(ARBITER_ROLE)
     {
         StoredOrder storage o = _orderIn(orderId, OrderStatus.Disputed);
+        uint256 deadline = _disputeDeadlines[orderId];
+        if (block.timestamp >= deadline) revert DisputeDeadlinePassed(orderId, deadline);
         uint256 total = uint256(o.quantity) * o.unitPrice;
         // Each share is at most the total: no overflow in the sum, and a clear error for any bad split.
         if (buyerAmount > total || supplierAmount != total - buyerAmount) {
@@ -441,8 +515,8 @@ contract CardEscrow is AccessControl, ReentrancyGuardTransient, ICardEscrow {
         emit OrderCancelled(orderId, refund);
     }
 
-    /// @dev Credit a delivered order: the supplier gets the valid (not revoked) cards minus the fee, the
-    /// buyer the revoked ones. The caller has set the final status already (effects before interactions;
+    /// @dev Credit a delivered order: the supplier gets the cards that are not refundable minus the fee, the
+    /// buyer the refundable ones (revoked and not redeemed, see _countRevoked). The caller has set the final status already (effects before interactions;
     /// the registry reads are views of a trusted contract).
     function _settle(uint256 orderId, StoredOrder storage o)
         private
@@ -521,7 +595,10 @@ contract CardEscrow is AccessControl, ReentrancyGuardTransient, ICardEscrow {
             minDisputeWindow: c.minDisputeWindow,
             maxDisputeWindow: c.maxDisputeWindow,
             maxQuantity: uint32(MAX_QUANTITY),
-            maxRanges: uint16(MAX_RANGES)
+            maxRanges: uint16(MAX_RANGES),
+            disputeResolutionPeriod: c.disputeResolutionPeriod,
+            windowFloor: MIN_WINDOW,
+            maxDisputeResolutionPeriod: MAX_DISPUTE_RESOLUTION_PERIOD
         });
     }
 
@@ -544,6 +621,7 @@ contract CardEscrow is AccessControl, ReentrancyGuardTransient, ICardEscrow {
             out.rangeCount = uint8(delivery >> 32);
             out.batchId = _batchIdOf(o);
         }
+        out.disputeDeadline = _disputeDeadlines[orderId];
     }
 
     /// @inheritdoc ICardEscrow
@@ -617,8 +695,11 @@ contract CardEscrow is AccessControl, ReentrancyGuardTransient, ICardEscrow {
         return uint64(_extraRanges[orderId][j >> 2] >> (64 * (j & 3)));
     }
 
-    /// @dev How many delivered cards of the order are revoked now: one registry word read per 256-card word
-    /// (repeated reads of the same word are served from a one-word cache), then a popcount of the masked word.
+    /// @dev How many delivered cards of the order are refundable now: revoked (on their own or with their batch)
+    /// and not redeemed. One registry read per 256-card word (repeated reads of the same word are served from a
+    /// one-word cache), plus the redemption word only when some card of the word is revoked, then a popcount of
+    /// the masked word. A card redeemed before its batch was revoked is not refundable: it was used. (A card
+    /// revoked on its own can never be redeemed, the registry refuses that.)
     function _countRevoked(uint256 orderId, StoredOrder storage o) private view returns (uint256 count) {
         bytes32 batchId = _batchIdOf(o);
         uint256 delivery = o.delivery;
@@ -635,6 +716,7 @@ contract CardEscrow is AccessControl, ReentrancyGuardTransient, ICardEscrow {
                 if (wordEnd > end) wordEnd = end;
                 if (w != cachedIndex) {
                     cachedWord = _registry.revokedWord(batchId, w);
+                    if (cachedWord != 0) cachedWord &= ~_registry.redeemedWord(batchId, w);
                     cachedIndex = w;
                 }
                 if (cachedWord != 0) count += _popcount(cachedWord & _mask(start & 0xff, wordEnd - (w << 8)));

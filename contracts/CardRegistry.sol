@@ -221,6 +221,9 @@ contract CardRegistry is AccessControl, ICardRegistry {
     }
 
     /// @inheritdoc ICardRegistry
+    /// @dev Redeemed is reported before a revocation: a card redeemed before its batch was revoked was used, and
+    /// stays Redeemed (the escrow does not refund it either). A card revoked on its own is never redeemed (each
+    /// of revokeCards and markRedeemed refuses a card the other has marked), so it stays Revoked.
     function verifyCard(CardLeaf calldata leaf, bytes32[] calldata proof)
         external
         view
@@ -229,8 +232,8 @@ contract CardRegistry is AccessControl, ICardRegistry {
         Batch storage b = _batches[leaf.batchId];
         if (b.anchoredAt == 0 || leaf.index >= b.cardCount) return (false, CardStatus.Unknown);
         if (!MerkleProof.verifyCalldata(proof, b.root, leafHash(leaf))) return (false, CardStatus.Unknown);
-        if (isRevoked(leaf.batchId, leaf.index)) return (true, CardStatus.Revoked);
         if (isRedeemed(leaf.batchId, leaf.index)) return (true, CardStatus.Redeemed);
+        if (isRevoked(leaf.batchId, leaf.index)) return (true, CardStatus.Revoked);
         if (leaf.expiry != 0 && block.timestamp > leaf.expiry) return (true, CardStatus.Expired);
         return (true, CardStatus.Valid);
     }

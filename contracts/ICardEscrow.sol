@@ -2,7 +2,9 @@
 pragma solidity ^0.8.24;
 
 /// @notice Life cycle of an escrow order.
-/// @dev Funded -> Delivered -> (Confirmed | Released | Disputed -> Resolved); Funded -> Cancelled.
+/// @dev Funded -> Delivered -> (Confirmed | Released | Disputed); Funded -> Cancelled;
+/// Disputed -> (Resolved by an arbiter before the dispute deadline | Released with the default outcome once the
+/// deadline has passed | Delivered again, or Released, when the buyer withdraws the dispute).
 enum OrderStatus {
     /// @dev No such order.
     None,
@@ -10,11 +12,14 @@ enum OrderStatus {
     Funded,
     /// @dev The supplier assigned the cards; the buyer's dispute window is running.
     Delivered,
-    /// @dev The buyer disputed the delivery; the order waits for an arbiter.
+    /// @dev The buyer disputed the delivery; an arbiter may resolve it until the dispute deadline, after which
+    /// anyone settles it with the default outcome (see ICardEscrow.dispute).
     Disputed,
     /// @dev The buyer confirmed the delivery; settled.
     Confirmed,
-    /// @dev Released after the dispute window by anyone; settled.
+    /// @dev Settled with the default outcome, by anyone: after the dispute window of an undisputed order, after
+    /// the deadline of a dispute that no arbiter resolved, or when the buyer withdrew a dispute too late to
+    /// reopen the window.
     Released,
     /// @dev An arbiter split the escrow; settled.
     Resolved,
@@ -22,7 +27,8 @@ enum OrderStatus {
     Cancelled
 }
 
-/// @notice An escrow order, as returned by `order()` (storage packs it into four slots, see CardEscrow).
+/// @notice An escrow order, as returned by `order()` (storage packs it into four slots, and a fifth for the
+/// dispute deadline of a disputed order, see CardEscrow).
 /// @dev The SKU is not stored (it is in the OrderOpened event). The escrowed amount is always exactly
 /// quantity * unitPrice: fee-on-transfer shortfalls are rejected when the order is funded.
 struct Order {
@@ -52,6 +58,10 @@ struct Order {
     bytes32 batchId;
     /// @dev Number of card ranges in the delivery (see deliveryOf).
     uint256 rangeCount;
+    /// @dev Unix time at which the order's dispute ends unresolved (the arbiter can no longer act and anyone may
+    /// settle it with the default outcome); set when the buyer disputes, 0 before any dispute and after a
+    /// withdrawal that returned the order to Delivered.
+    uint256 disputeDeadline;
 }
 
 /// @notice A run of consecutive card indices `start .. start + length - 1` of a batch.
@@ -69,9 +79,9 @@ struct EscrowRules {
     /// @dev Owner of the platform fees. Fees accrue per token (see feesAccrued) and count as this account's
     /// credit; changing the recipient first credits everything accrued so far to the previous one.
     address feeRecipient;
-    /// @dev Longest allowed time between opening and the delivery deadline, in seconds.
+    /// @dev Longest allowed time between opening and the delivery deadline, in seconds (at least windowFloor).
     uint32 maxDeliveryPeriod;
-    /// @dev Shortest dispute window a buyer may choose, in seconds.
+    /// @dev Shortest dispute window a buyer may choose, in seconds (at least windowFloor).
     uint32 minDisputeWindow;
     /// @dev Longest dispute window a buyer may choose, in seconds.
     uint32 maxDisputeWindow;
@@ -79,6 +89,13 @@ struct EscrowRules {
     uint32 maxQuantity;
     /// @dev Largest number of card ranges in one delivery.
     uint16 maxRanges;
+    /// @dev Time an arbiter has to resolve a dispute, from the moment the buyer raises it, in seconds
+    /// (windowFloor .. maxDisputeResolutionPeriod). A dispute keeps the period in force when it was raised.
+    uint32 disputeResolutionPeriod;
+    /// @dev Floor of every window rule (delivery period, dispute window, dispute resolution period): 1 hour.
+    uint32 windowFloor;
+    /// @dev Ceiling of disputeResolutionPeriod (90 days): every dispute ends within it.
+    uint32 maxDisputeResolutionPeriod;
 }
 
 /// @title Custom errors of the CardEscrow, in the style of OpenZeppelin's IERC6093.
@@ -89,8 +106,10 @@ interface ICardEscrowErrors {
     error TokenNotAllowed(address token);
     /// @notice `feeBps` exceeds the hard cap `maxFeeBps`.
     error FeeTooHigh(uint256 feeBps, uint256 maxFeeBps);
-    /// @notice The window rules are inconsistent (zero delivery period, or min dispute window above max).
+    /// @notice The window rules are inconsistent (min dispute window above max).
     error InvalidWindowRules(uint256 maxDeliveryPeriod, uint256 minDisputeWindow, uint256 maxDisputeWindow);
+    /// @notice The window rule `rule` (its name) would be `window` seconds, outside [`floor`, `ceiling`].
+    error WindowOutOfBounds(string rule, uint256 window, uint256 floor, uint256 ceiling);
     /// @notice `supplier` does not hold ISSUER_ROLE in the card registry.
     error SupplierNotIssuer(address supplier);
     /// @notice `quantity` is zero or above `maxQuantity`.
@@ -133,6 +152,10 @@ interface ICardEscrowErrors {
     error CardAlreadyRedeemed(bytes32 batchId, uint256 index);
     /// @notice Card `index` of `batchId` was delivered already (in this or another order): a card is sold once.
     error CardAlreadyDelivered(bytes32 batchId, uint256 index);
+    /// @notice The dispute of order `orderId` ended unresolved at `deadline`: only its default outcome applies now.
+    error DisputeDeadlinePassed(uint256 orderId, uint256 deadline);
+    /// @notice The dispute of order `orderId` waits for an arbiter until `deadline`.
+    error DisputeDeadlineNotPassed(uint256 orderId, uint256 deadline);
     /// @notice The arbiter's split `buyerAmount` + `supplierAmount` does not equal the escrowed `total`.
     error InvalidSplit(uint256 orderId, uint256 buyerAmount, uint256 supplierAmount, uint256 total);
     /// @notice `account` has no credit in `token`.
@@ -147,8 +170,11 @@ interface ICardEscrowEvents {
     event FeeSet(uint16 feeBps);
     /// @notice Fees are now owed to `feeRecipient`; all fees accrued until now were credited to `previous`.
     event FeeRecipientSet(address indexed previous, address indexed feeRecipient);
-    /// @notice New window rules for orders opened from now on.
-    event WindowRulesSet(uint32 maxDeliveryPeriod, uint32 minDisputeWindow, uint32 maxDisputeWindow);
+    /// @notice New window rules: the delivery period and dispute windows for orders opened from now on, the
+    /// resolution period for disputes raised from now on.
+    event WindowRulesSet(
+        uint32 maxDeliveryPeriod, uint32 minDisputeWindow, uint32 maxDisputeWindow, uint32 disputeResolutionPeriod
+    );
     /// @notice `buyer` opened order `orderId` and funded it with `amount` of `token` in the same transaction
     /// (there is no separate OrderFunded event: an order exists only funded).
     event OrderOpened(
@@ -166,12 +192,13 @@ interface ICardEscrowEvents {
     );
     /// @notice The supplier delivered order `orderId`: cards `ranges` of batch `batchId`.
     event OrderDelivered(uint256 indexed orderId, bytes32 indexed batchId, CardRange[] ranges);
-    /// @notice The buyer confirmed order `orderId`. `revokedCards` were refunded to the buyer (`buyerRefund`);
-    /// the supplier was credited `supplierAmount` and the fee recipient `fee`.
+    /// @notice The buyer confirmed order `orderId`. `revokedCards` (revoked and not redeemed) were refunded to the
+    /// buyer (`buyerRefund`); the supplier was credited `supplierAmount` and the fee recipient `fee`.
     event OrderConfirmed(
         uint256 indexed orderId, uint256 revokedCards, uint256 supplierAmount, uint256 fee, uint256 buyerRefund
     );
-    /// @notice `caller` released order `orderId` after its dispute window; amounts as in OrderConfirmed.
+    /// @notice `caller` settled order `orderId` with the default outcome (after its dispute window, after the
+    /// deadline of an unresolved dispute, or by withdrawing a dispute late); amounts as in OrderConfirmed.
     event OrderReleased(
         uint256 indexed orderId,
         address indexed caller,
@@ -180,8 +207,15 @@ interface ICardEscrowEvents {
         uint256 fee,
         uint256 buyerRefund
     );
-    /// @notice The buyer disputed order `orderId`; it is frozen until an arbiter resolves it.
-    event OrderDisputed(uint256 indexed orderId);
+    /// @notice The buyer disputed order `orderId`; an arbiter may resolve it until `deadline`, after which anyone
+    /// settles it with the default outcome.
+    event OrderDisputed(uint256 indexed orderId, uint256 deadline);
+    /// @notice The buyer withdrew its dispute of order `orderId`. With `settled` false the order is Delivered
+    /// again, with its dispute window as it was; with `settled` true it was settled at once (OrderReleased follows).
+    event DisputeWithdrawn(uint256 indexed orderId, bool settled);
+    /// @notice The dispute of order `orderId` ended at `deadline` without a ruling; the order was settled with the
+    /// default outcome (OrderReleased follows).
+    event DisputeExpired(uint256 indexed orderId, uint256 deadline);
     /// @notice `arbiter` resolved order `orderId`: `buyerAmount` to the buyer, `supplierAmount` - `fee` to the
     /// supplier and `fee` to the fee recipient.
     event OrderResolved(
@@ -196,11 +230,30 @@ interface ICardEscrowEvents {
 /// @title CardEscrow: stablecoin escrow between card buyers and suppliers, settled against the CardRegistry.
 /// @notice Buyers fund orders up front; suppliers deliver cards from their own anchored batches; the buyer
 /// confirms (or anyone releases after the dispute window) and the supplier is paid for every delivered card
-/// that is not revoked at that moment, the buyer refunded for the rest. Every payout is credited and pulled
-/// with withdraw / withdrawTo, so no recipient can block anybody else's funds.
+/// that is not refundable at that moment, the buyer refunded for the refundable ones. A card is refundable when
+/// its issuer revoked it (on its own or with its batch) and it was not redeemed before: a card used before its
+/// batch was revoked is paid for. Every payout is credited and pulled with withdraw / withdrawTo, so no
+/// recipient can block anybody else's funds.
+///
+/// Disputes end. Within the dispute window the buyer may dispute a delivery. The dispute has a deadline: the
+/// disputeResolutionPeriod in force when it was raised (an admin rule, 1 hour to 90 days). Until the deadline an
+/// arbiter may split the escrow in any way (resolve). From the deadline on no arbiter can act and anyone may
+/// settle the order with the DEFAULT OUTCOME (release), which pays exactly what an undisputed release pays: the
+/// supplier is credited for the delivered cards that are not refundable, minus the platform fee, and the buyer
+/// is refunded in full for the refundable ones. Without an arbiter, the buyer's remedy for a bad card is
+/// therefore the issuer's revocation, which the escrow refunds by rule at settlement. The buyer may withdraw its
+/// dispute (withdrawDispute).
 interface ICardEscrow is ICardEscrowErrors, ICardEscrowEvents {
-    /// @notice Role allowed to resolve disputes.
+    /// @notice Role allowed to resolve disputes before their deadline. Granted at deploy (constructor); an
+    /// arbiter may be a contract (a multisig, a DAO, an on-chain court).
     function ARBITER_ROLE() external view returns (bytes32);
+
+    /// @notice Floor of every window rule, in seconds (1 hour): the admin cannot set a delivery period, dispute
+    /// window or dispute resolution period below it.
+    function MIN_WINDOW() external view returns (uint32);
+
+    /// @notice Ceiling of the dispute resolution period, in seconds (90 days).
+    function MAX_DISPUTE_RESOLUTION_PERIOD() external view returns (uint32);
 
     /// @notice Hard cap of the platform fee, in basis points (100 = 1%).
     function MAX_FEE_BPS() external view returns (uint16);
@@ -221,8 +274,16 @@ interface ICardEscrow is ICardEscrowErrors, ICardEscrowEvents {
     /// recipient first. Admin only.
     function setFeeRecipient(address feeRecipient) external;
 
-    /// @notice Set the window rules for orders opened from now on. Admin only.
-    function setWindowRules(uint32 maxDeliveryPeriod, uint32 minDisputeWindow, uint32 maxDisputeWindow) external;
+    /// @notice Set the window rules. Admin only. The delivery period and dispute windows apply to orders opened
+    /// from now on, the resolution period to disputes raised from now on (a raised dispute keeps its deadline).
+    /// Every window is at least MIN_WINDOW (WindowOutOfBounds otherwise), the resolution period at most
+    /// MAX_DISPUTE_RESOLUTION_PERIOD, and minDisputeWindow <= maxDisputeWindow (InvalidWindowRules).
+    function setWindowRules(
+        uint32 maxDeliveryPeriod,
+        uint32 minDisputeWindow,
+        uint32 maxDisputeWindow,
+        uint32 disputeResolutionPeriod
+    ) external;
 
     // ------------------------------------------------------------------ orders
 
@@ -270,14 +331,27 @@ interface ICardEscrow is ICardEscrowErrors, ICardEscrowEvents {
     /// @notice The buyer accepts the delivery (any time after it, unless disputed) and the order settles.
     function confirm(uint256 orderId) external;
 
-    /// @notice Anyone settles a delivered, undisputed order once its dispute window has passed.
+    /// @notice Anyone settles an order with the default outcome: a delivered, undisputed order once its dispute
+    /// window has passed (DisputeWindowOpen before), or a disputed order once its dispute deadline has passed
+    /// without a ruling (DisputeDeadlineNotPassed before; DisputeExpired is emitted). Either way the supplier is
+    /// credited for the delivered cards that are not refundable (revoked and not redeemed), minus the fee, and the
+    /// buyer refunded for the refundable ones; the order becomes Released.
     function release(uint256 orderId) external;
 
-    /// @notice The buyer disputes a delivery within the dispute window; the order waits for an arbiter.
+    /// @notice The buyer disputes a delivery within the dispute window. An arbiter may resolve the dispute until
+    /// its deadline, now + disputeResolutionPeriod (in OrderDisputed and order().disputeDeadline); from then on
+    /// anyone settles it with the default outcome (release).
     function dispute(uint256 orderId) external;
 
-    /// @notice An arbiter settles a disputed order with any split of the escrow. The platform fee (the
-    /// order's feeBps) is charged on `supplierAmount` only; the buyer's share is credited in full.
+    /// @notice The buyer withdraws its dispute. While the dispute window is open and the dispute's deadline has
+    /// not passed, the order is Delivered again with its window as it was (the buyer may confirm, or dispute
+    /// again within the window; anyone may release after it). Once the window has closed or the deadline has
+    /// passed, withdrawing settles the order at once with the default outcome (Released).
+    function withdrawDispute(uint256 orderId) external;
+
+    /// @notice An arbiter settles a disputed order with any split of the escrow, before the dispute's deadline
+    /// (DisputeDeadlinePassed after it). The platform fee (the order's feeBps) is charged on `supplierAmount`
+    /// only; the buyer's share is credited in full.
     function resolve(uint256 orderId, uint256 buyerAmount, uint256 supplierAmount) external;
 
     /// @notice The buyer takes a full refund of an undelivered order after its delivery deadline.
@@ -318,6 +392,7 @@ interface ICardEscrow is ICardEscrowErrors, ICardEscrowEvents {
     /// @notice Word `wordIndex` of the escrow's bitmap of delivered cards of `batchId` (a card is sold once).
     function deliveredWord(bytes32 batchId, uint256 wordIndex) external view returns (uint256);
 
-    /// @notice How many of the order's delivered cards are revoked in the registry right now.
+    /// @notice How many of the order's delivered cards are refundable right now: revoked in the registry (on
+    /// their own or with their batch) and not redeemed.
     function revokedCount(uint256 orderId) external view returns (uint256);
 }

@@ -250,14 +250,41 @@ def order_release(order_id: OrderArg, json_out: JsonOpt = False) -> None:
 
 @order_app.command("dispute")
 def order_dispute(order_id: OrderArg, json_out: JsonOpt = False) -> None:
-    """Dispute a delivery within the dispute window (buyer); an arbiter then resolves the order."""
+    """Dispute a delivery within the dispute window (buyer). An arbiter may resolve it until its deadline; after
+    it, anyone may settle it with the default outcome (`order release`: what an undisputed release pays)."""
     escrow = _ctx().escrow
     _order(escrow, order_id)
-    out = {"order_id": order_id, "tx": _tx(escrow.dispute(order_id)), "status": "disputed"}
+    tx = _tx(escrow.dispute(order_id))
+    deadline = escrow.order(order_id).dispute_deadline
+    out = {"order_id": order_id, "tx": tx, "status": "disputed", "dispute_deadline": deadline}
     if json_out:
         emit_json(out)
         return
-    say(f"order {order_id} disputed; an arbiter will resolve it (tx {out['tx']})")
+    say(f"order {order_id} disputed (tx {tx}); an arbiter may resolve it until "
+        f"{_date(deadline)}, after which anyone may settle it with the default outcome (order release)")
+
+
+@order_app.command("withdraw-dispute")
+def order_withdraw_dispute(order_id: OrderArg, json_out: JsonOpt = False) -> None:
+    """Withdraw your dispute (buyer): the order is delivered again while its dispute window is open and the
+    deadline has not passed, else it settles at once with the default outcome."""
+    escrow = _ctx().escrow
+    _order(escrow, order_id)
+    result = escrow.withdraw_dispute(order_id)
+    status = "released" if result.settled else "delivered"
+    out = {"order_id": order_id, "tx": _tx(result.receipt), "status": status, "settled": result.settled}
+    if json_out:
+        emit_json(out)
+        return
+    say(f"order {order_id}: dispute withdrawn; " + ("settled with the default outcome" if result.settled
+                                                     else "delivered again, its dispute window as it was")
+        + f" (tx {out['tx']})")
+
+
+def _date(ts: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(int(ts), dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if ts else "-"
 
 
 @order_app.command("resolve")

@@ -214,7 +214,12 @@ class OrderView:
             return [step("delivered", batch_id=args.get("batchId"), ranges=ranges,
                          cards=sum(r["length"] for r in ranges))]
         if ev == "OrderDisputed":
-            return [step("disputed")]
+            deadline = args.get("deadline")
+            return [step("disputed", deadline=int(deadline) if deadline is not None else None)]
+        if ev == "DisputeWithdrawn":
+            return [step("dispute_withdrawn", settled=bool(args.get("settled")))]
+        if ev == "DisputeExpired":
+            return [step("dispute_expired", deadline=int(args["deadline"]))]
         if ev in ("OrderConfirmed", "OrderReleased"):
             extra = {"caller": args.get("caller")} if ev == "OrderReleased" else {}
             return [step("confirmed" if ev == "OrderConfirmed" else "released",

@@ -90,10 +90,12 @@ def decide(
         redeemed = chain_redeemed or db_redeemed
         source = "chain" if (revoked, redeemed) == (chain_revoked, chain_redeemed) else "chain+database"
 
-    if revoked:
-        return Verdict("revoked", "batch_revoked" if b.revoked else "card_revoked", True, redeemed, source)
+    # Redeemed first, as CardRegistry.verifyCard: a card used before its batch was revoked stays redeemed (and is
+    # paid for); a card revoked on its own can never be redeemed.
     if redeemed:
-        return Verdict("redeemed", "redeemed", False, True, source)
+        return Verdict("redeemed", "redeemed", revoked, True, source)
+    if revoked:
+        return Verdict("revoked", "batch_revoked" if b.revoked else "card_revoked", True, False, source)
     expiry = int(record.leaf.expiry)
     if expiry and facts.now > expiry:
         return Verdict("expired", "expired", False, False, source)

@@ -11,7 +11,10 @@ deploys its own TestStablecoin and CardEscrow (without touching ``deployments.js
 4. ``withdraw``: the supplier withdraws its credit;
 5. ``open_order_permit``: buyer2 opens a second order with an EIP-2612 permit (no prior allowance);
 6. ``release``: after delivery of cards 256..511 and the dispute window, a stranger releases it (the
-   supplier's credit slot is fresh again since it withdrew everything).
+   supplier's credit slot is fresh again since it withdrew everything);
+7. ``dispute_timeout_settle``: the buyer opens a third order, cards 512..767 are delivered, the buyer disputes,
+   no arbiter rules, and after the dispute's deadline a stranger settles it with the default outcome (release
+   of a disputed order: DisputeExpired + OrderReleased).
 
 TARGETS holds the hard limits; ``check(figures)`` lists the ones exceeded.
 """
@@ -28,6 +31,7 @@ TARGETS = {
     "deliver_256_per_card": 2_000,
     "confirm": 100_000,
     "release": 100_000,
+    "dispute_timeout_settle": 100_000,
 }
 
 UNIT_PRICE = 5_000_000  # 5.00 in a 6-decimal stablecoin
@@ -46,7 +50,8 @@ def measure(env: Any) -> dict[str, int]:
     admin = env.admin
     admin._next_nonce = None
     token_addr = _deploy(admin, STABLECOIN, "Bench USD", "bUSD", admin.address)
-    escrow_addr = _deploy(admin, ESCROW, env.registry_address, admin.address, env.address("feeto"))
+    escrow_addr = _deploy(admin, ESCROW, env.registry_address, admin.address, env.address("feeto"),
+                          env.address("arbiter"))
     escrow = Escrow(admin, escrow_addr)
     escrow.set_tokens_allowed([token_addr])
     escrow.set_fee(100)
@@ -57,7 +62,7 @@ def measure(env: Any) -> dict[str, int]:
 
     supplier = env.client("supplier")
     batch_id = bytes.fromhex(env.address("supplier")[2:]) + bytes.fromhex(escrow_addr[2:26])
-    env.registry("supplier").anchor_batch(batch_id, b"\x11" * 32, 2 * QUANTITY, b"\0" * 32)
+    env.registry("supplier").anchor_batch(batch_id, b"\x11" * 32, 3 * QUANTITY, b"\0" * 32)
 
     buyer = env.client("buyer")
     as_buyer = escrow.as_account(buyer)
@@ -96,8 +101,20 @@ def measure(env: Any) -> dict[str, int]:
     delivered_at = int(admin.w3.eth.get_block(delivered["blockNumber"])["timestamp"])
     env.set_next_timestamp(delivered_at + DISPUTE_WINDOW + 10)
     figures["release"] = int(escrow.as_account(env.client("stranger")).release(order2).receipt["gasUsed"])
+
+    now = env.now()
+    fn = as_buyer.fn.openOrder(env.address("supplier"), sku_bytes("GAME-100"), QUANTITY, token_addr, UNIT_PRICE,
+                               now + 86_400, DISPUTE_WINDOW)
+    order3 = as_buyer._opened_id(buyer.transact(fn, gas=300_000))
+    as_supplier.deliver(order3, batch_id, [(2 * QUANTITY, QUANTITY)])
+    disputed = as_buyer.dispute(order3)
+    deadline = int(admin.w3.eth.get_block(disputed["blockNumber"])["timestamp"]) + escrow.rules().dispute_resolution_period
+    env.set_next_timestamp(deadline + 10)
+    settled = escrow.as_account(env.client("stranger")).release(order3)
+    assert settled.dispute_expired
+    figures["dispute_timeout_settle"] = int(settled.receipt["gasUsed"])
     return {k: figures[k] for k in ("open_order", "open_order_permit", "deliver_256_per_card", "confirm",
-                                    "release", "withdraw")}
+                                    "release", "withdraw", "dispute_timeout_settle")}
 
 
 def check(figures: dict[str, int]) -> list[str]:

@@ -106,8 +106,11 @@ def test_batch_revoked_on_chain():
     assert (v.verdict, v.reason) == ("revoked", "batch_revoked")
 
 
-def test_revoked_wins_over_redeemed():
-    assert decide(record(), facts(rev=True, red=True), proof_root=ROOT).verdict == "revoked"
+def test_redeemed_wins_over_a_later_batch_revocation():
+    """As CardRegistry.verifyCard: a card redeemed before its batch was revoked stays redeemed (it was used, and
+    the escrow pays for it); only the batch-level flag can make both bits true on chain."""
+    v = decide(record(), facts(batch=onchain(revoked=True, revoke_reason=2), rev=True, red=True), proof_root=ROOT)
+    assert (v.verdict, v.revoked, v.redeemed) == ("redeemed", True, True)
 
 
 def test_redeemed_on_chain():

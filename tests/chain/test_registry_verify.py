@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import random
 
+import pytest
 from eth_abi import encode as abi_encode
 from eth_utils import keccak
 
+from chain import errors
 from chain.registry import CardStatus
 from issuer.core.commitment import code_commitment, derive_batch_keys, derive_opening
 from issuer.core.leaf import (
@@ -143,7 +145,33 @@ def test_statuses(chain_env):
     assert status(2) == (True, CardStatus.REDEEMED)
 
     issuer.revoke_batch(batch_id, 3)
-    assert [status(i)[1] for i in range(6)] == [CardStatus.REVOKED] * 6  # a redeemed card too
+    # Redeemed is reported before a batch-level revocation: card 2 was used before its batch was revoked (and the
+    # escrow pays for it); card 1, revoked on its own, stays revoked; the rest are revoked with the batch.
+    assert [status(i)[1] for i in range(6)] == [CardStatus.REVOKED, CardStatus.REVOKED, CardStatus.REDEEMED,
+                                                 CardStatus.REVOKED, CardStatus.REVOKED, CardStatus.REVOKED]
+
+
+def test_redeemed_before_revoked(chain_env):
+    """A card redeemed before its batch was revoked stays Redeemed; one revoked on its own stays Revoked; after the
+    batch revocation no card can be redeemed any more."""
+    batch_id = bid(chain_env)
+    leaves = random_leaves(random.Random(11), batch_id, 300)  # two bitmap words
+    tree = anchor_tree(chain_env, leaves)
+    reg = chain_env.registry()
+    issuer = chain_env.registry("issuer")
+    issuer.mark_redeemed(batch_id, [0, 255, 256, 299])
+    issuer.revoke_cards(batch_id, [1, 257], 1)
+    issuer.revoke_batch(batch_id, 3)
+
+    def status(i: int):
+        return reg.verify_card(leaves[i].as_tuple(), proof_of(tree, i))
+
+    for i in (0, 255, 256, 299):
+        assert status(i) == (True, CardStatus.REDEEMED)
+    for i in (1, 257, 2, 298):
+        assert status(i) == (True, CardStatus.REVOKED)
+    with pytest.raises(errors.CardRevoked):
+        issuer.mark_redeemed(batch_id, [2])
 
 
 def test_unknown_cards(chain_env):

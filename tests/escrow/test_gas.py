@@ -1,4 +1,5 @@
-"""Gas targets (hard): openOrder <= 160k, deliver <= 2,000 per card for 256 cards, confirm/release <= 100k."""
+"""Gas targets (hard): openOrder <= 160k, deliver <= 2,000 per card for 256 cards, confirm/release <= 100k, and the
+settlement of an expired dispute (dispute_timeout_settle) <= 100k."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from tests.escrow.world import World
 def test_gas_bench_meets_the_targets(chain_env: ChainEnv) -> None:
     figures = measure(chain_env)
     assert set(figures) == {"open_order", "open_order_permit", "deliver_256_per_card", "confirm", "release",
-                            "withdraw"}
+                            "withdraw", "dispute_timeout_settle"}
     assert check(figures) == [], figures
     assert all(value > 0 for value in figures.values())
 

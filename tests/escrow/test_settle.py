@@ -65,6 +65,24 @@ def test_whole_batch_revoked_refunds_everything(world: World) -> None:
     _assert_credits(world, "stable", 0, 0, 6 * PRICE)
 
 
+def test_batch_revocation_does_not_refund_redeemed_cards(world: World) -> None:
+    """Cards used before their batch was revoked are paid for: only the unused ones are refunded."""
+    batch_id = world.anchor(count=1024)
+    ranges = [(250, 10), (600, 2)]  # two bitmap words
+    order_id = world.open(quantity=12)
+    world.deliver(order_id, batch_id, ranges)
+    registry = world.env.registry("supplier")
+    registry.mark_redeemed(batch_id, [250, 255, 259, 601])
+    registry.revoke_batch(batch_id, 3)
+    escrow = world.escrow("buyer")
+    assert escrow.revoked_count(order_id) == 8
+    settlement = escrow.confirm(order_id)
+    supplier, fee, refund = _split(4, 8)
+    assert (settlement.revoked_cards, settlement.supplier_amount, settlement.fee, settlement.buyer_refund) == (
+        8, supplier, fee, refund)
+    _assert_credits(world, "stable", supplier, fee, refund)
+
+
 def test_redeemed_cards_are_paid(world: World) -> None:
     order_id, batch_id, _ = world.delivered_order(quantity=4)
     world.env.registry("supplier").mark_redeemed(batch_id, [0, 1, 2, 3])
@@ -161,7 +179,7 @@ def test_dispute_freezes_the_order(world: World) -> None:
     assert event["args"]["orderId"] == order_id
     assert world.escrow().order(order_id).status is OrderStatus.DISPUTED
     world.travel_to(delivered_at + WINDOW + 10)
-    with pytest.raises(errors.InvalidOrderStatus):
+    with pytest.raises(errors.DisputeDeadlineNotPassed):  # until the dispute's deadline (tests/escrow/test_disputes.py)
         world.escrow("stranger").release(order_id)
     with pytest.raises(errors.InvalidOrderStatus):
         world.escrow("buyer").confirm(order_id)

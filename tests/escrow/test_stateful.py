@@ -1,8 +1,12 @@
 """Stateful property test of the escrow against a Python model (hypothesis RuleBasedStateMachine).
 
-Random sequences of open / deliver / confirm / release / dispute / resolve / cancel / withdraw / revoke /
-time jumps, by buyers, suppliers, the arbiter and strangers (so most rules also exercise their reverts), in
-two tokens (a permit stablecoin and the USDT-like no-return token). The model predicts every outcome: a
+Random sequences of open / deliver / confirm / release / dispute / withdraw dispute / resolve / cancel /
+withdraw / revoke (cards, and now and then a whole batch) / redeem / time jumps, by buyers, suppliers, the
+arbiter and strangers (so most rules also exercise their reverts), in two tokens (a permit stablecoin and the
+USDT-like no-return token). Disputes end: an unresolved dispute is settled by `release` with the default outcome
+once its deadline (RESOLVE after it was raised) has passed, and the arbiter can no longer rule then; a withdrawn
+dispute returns the order to delivered, or settles it when its window or deadline has passed. Settlements refund
+only the cards that are revoked and not redeemed (a card redeemed before its batch was revoked is paid for). The model predicts every outcome: a
 predicted success must succeed and a predicted failure must raise exactly the predicted typed error.
 
 Invariants checked after every step:
@@ -17,8 +21,9 @@ Besides the random rules, six copies of a "lifecycle" rule move some live order 
 move the clock or let an owed account withdraw, so most examples reach settlement; the test asserts at the
 end that every transition succeeded at least once and that settlements with revoked cards happened.
 
-Time: deadlines and dispute windows are 5,000 s or 25,000 s and time moves in jumps of 10,000 s, so a
-boundary is never within reach of the few seconds the chain's clock drifts by between transactions.
+Time: deadlines and dispute windows are 5,000 s or 25,000 s, the dispute resolution period 15,000 s, and time
+moves in jumps of 10,000 s, so a boundary is never within reach of the few seconds the chain's clock drifts by
+between transactions.
 
 Runs are derandomized (fixed seed, no example database) and not shrunk unless
 CARDPROOF_HYPOTHESIS_SHRINK=1 (every step is a transaction: shrinking takes minutes).
@@ -36,7 +41,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 
 from chain import errors
 from chain.escrow import Escrow, OrderStatus, Token
@@ -52,6 +63,7 @@ ACTORS = BUYERS + SUPPLIERS + OTHERS
 FEE_RECIPIENT = "feeto"
 JUMP = 10_000
 SPANS = (5_000, 25_000)  # deadlines after opening, dispute windows after delivery
+RESOLVE = 15_000  # the dispute resolution period: a dispute's deadline comes RESOLVE after it is raised
 PRICES = (1, 3, 1_000_003)
 BATCH_SIZE = 300  # two bitmap words
 
@@ -63,8 +75,12 @@ if os.environ.get("CARDPROOF_HYPOTHESIS_EXAMPLES"):
 #: Shrinking replays many transaction sequences (minutes); set CARDPROOF_HYPOTHESIS_SHRINK=1 to shrink a failure.
 #: (rule, "ok" or the expected error's name) -> count, over the current test; checked for coverage.
 OUTCOMES: Counter[tuple[str, str]] = Counter()
-MUST_SUCCEED = ("open_order", "deliver", "confirm", "release", "dispute", "resolve", "cancel", "withdraw")
+MUST_SUCCEED = ("open_order", "deliver", "confirm", "release", "dispute", "resolve", "cancel", "withdraw",
+                "withdraw_dispute")
 SHRINK = os.environ.get("CARDPROOF_HYPOTHESIS_SHRINK") == "1"
+#: How the dispute episodes end, in turn over a test run (EPISODES counts them).
+ENDINGS = ("expire", "resolve", "late withdraw", "withdraw", "late resolve")
+EPISODES = {"count": 0}
 
 
 @dataclass
@@ -80,6 +96,8 @@ class ModelOrder:
     opened_epoch: int
     status: OrderStatus = OrderStatus.FUNDED
     delivered_epoch: int = -1
+    disputed_epoch: int = -1
+    batch: bytes = b""
     cards: list[int] = field(default_factory=list)
 
     @property
@@ -119,9 +137,12 @@ class EscrowMachine(RuleBasedStateMachine):
                        for a in ACCOUNTS for t in TOKENS}
         assert all(self.wallet[(b, t)] == MINT for b in BUYERS for t in TOKENS)
         self.escrow_start = {t: Token(env.admin, self.tokens[t]).balance_of(self.world.escrow_address) for t in TOKENS}
-        self.batches: dict[str, bytes] = {}
-        self.delivered: dict[str, set[int]] = {s: set() for s in SUPPLIERS}
-        self.revoked: dict[str, set[int]] = {s: set() for s in SUPPLIERS}
+        self.batches: dict[str, bytes] = {}  # each supplier's current batch (a new one after a batch revocation)
+        # Per batch: cards delivered, revoked one by one, redeemed; and the batches revoked whole.
+        self.delivered: dict[bytes, set[int]] = {}
+        self.revoked: dict[bytes, set[int]] = {}
+        self.redeemed: dict[bytes, set[int]] = {}
+        self.batch_revoked: set[bytes] = set()
         self.epoch = 0
         self.touched: set[tuple[str, str]] = set()
 
@@ -169,9 +190,22 @@ class EscrowMachine(RuleBasedStateMachine):
             return Expect(errors.InvalidOrderStatus)
         return None
 
+    def is_revoked(self, batch: bytes, card: int) -> bool:
+        return batch in self.batch_revoked or card in self.revoked[batch]
+
+    def window_passed(self, order: ModelOrder) -> bool:
+        return (self.epoch - order.delivered_epoch) * JUMP > order.window
+
+    def deadline_passed(self, order: ModelOrder) -> bool:
+        return (self.epoch - order.disputed_epoch) * JUMP > RESOLVE
+
     def settle_model(self, order: ModelOrder) -> tuple[int, int, int, int]:
-        revoked = sum(1 for c in order.cards if c in self.revoked[order.supplier])
+        # Refundable: revoked (on its own or with its batch) and not redeemed.
+        revoked = sum(1 for c in order.cards
+                      if self.is_revoked(order.batch, c) and c not in self.redeemed[order.batch])
         OUTCOMES[("settle", "with revoked cards" if revoked else "all valid")] += 1
+        if any(c in self.redeemed[order.batch] for c in order.cards) and order.batch in self.batch_revoked:
+            OUTCOMES[("settle", "redeemed cards of a revoked batch")] += 1
         gross = (order.quantity - revoked) * order.price
         fee = gross * order.fee_bps // 10_000
         refund = revoked * order.price
@@ -184,10 +218,17 @@ class EscrowMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ setup
 
+    def new_batch(self, supplier: str) -> None:
+        batch = self.world.anchor(supplier, count=BATCH_SIZE)
+        self.batches[supplier] = batch
+        self.delivered[batch], self.revoked[batch], self.redeemed[batch] = set(), set(), set()
+
     @initialize()
     def anchor_batches(self) -> None:
+        Escrow(self.world.env.admin, self.world.escrow_address).set_window_rules(90 * 86_400, 3_600, 30 * 86_400,
+                                                                                 RESOLVE)
         for supplier in SUPPLIERS:
-            self.batches[supplier] = self.world.anchor(supplier, count=BATCH_SIZE)
+            self.new_batch(supplier)
 
     # ------------------------------------------------------------------ rules
 
@@ -219,8 +260,9 @@ class EscrowMachine(RuleBasedStateMachine):
         actor = self.who(actor, order_id, "supplier")
         order = self.orders.get(order_id)
         supplier = order.supplier if order else "supplier"
+        batch_id = self.batches[supplier]
         free = [c for c in [*range(offset, BATCH_SIZE), *range(offset)]
-                if c not in self.delivered[supplier] and c not in self.revoked[supplier]]
+                if c not in self.delivered[batch_id] and c not in self.revoked[batch_id]]
         cards = sorted(free[: order.quantity]) if order else [0]
         ranges: list[tuple[int, int]] = []
         for c in cards:
@@ -228,7 +270,6 @@ class EscrowMachine(RuleBasedStateMachine):
                 ranges[-1] = (ranges[-1][0], ranges[-1][1] + 1)
             else:
                 ranges.append((c, 1))
-        batch_id = self.batches[supplier]
         expect = self.order_status_error(order_id, OrderStatus.FUNDED)
         if expect is None:
             assert order is not None
@@ -247,8 +288,9 @@ class EscrowMachine(RuleBasedStateMachine):
             assert order is not None
             order.status = OrderStatus.DELIVERED
             order.delivered_epoch = self.epoch
+            order.batch = batch_id
             order.cards = cards
-            self.delivered[supplier].update(cards)
+            self.delivered[batch_id].update(cards)
 
     def next_step(self, pick: int, choice: int) -> None:
         """The natural next step of a live order (opening one if there is none); now and then the clock
@@ -276,18 +318,52 @@ class EscrowMachine(RuleBasedStateMachine):
             else:
                 self.deliver(pick, "owner", choice * 37 % BATCH_SIZE)
         elif order.status == OrderStatus.DELIVERED:
-            unrevoked = [c for c in order.cards if c not in self.revoked[order.supplier]]
-            if choice % 4 == 3 and unrevoked:  # the supplier revokes one of this order's cards (leaked, say)
-                card = unrevoked[choice % len(unrevoked)]
-                self.world.env.registry(order.supplier).revoke_cards(self.batches[order.supplier], [card], 1)
-                self.revoked[order.supplier].add(card)
+            batch = order.batch
+            usable = [c for c in order.cards if not self.is_revoked(batch, c) and c not in self.redeemed[batch]]
+            if choice == 21 and batch not in self.batch_revoked:
+                # The supplier revokes the whole batch (some of its cards may be redeemed already) and anchors a
+                # new one for its next deliveries.
+                self.world.env.registry(order.supplier).revoke_batch(batch, 2)
+                self.batch_revoked.add(batch)
+                if self.batches[order.supplier] == batch:
+                    self.new_batch(order.supplier)
                 return
-            if choice % 3 == 2 and (self.epoch - order.delivered_epoch) * JUMP <= order.window:
+            if choice % 8 == 5 and usable:  # the buyer uses one of its cards: the redeemer marks it redeemed
+                card = usable[pick % len(usable)]
+                self.world.env.registry(order.supplier).mark_redeemed(batch, [card])
+                self.redeemed[batch].add(card)
+                return
+            if choice % 4 == 3 and usable:  # the supplier revokes one of this order's cards (leaked, say)
+                card = usable[choice % len(usable)]
+                self.world.env.registry(order.supplier).revoke_cards(batch, [card], 1)
+                self.revoked[batch].add(card)
+                return
+            # Confirm, dispute (twice as often: disputes have three ways to end) or wait and release.
+            action = ("confirm", "dispute", "release", "dispute")[(choice // 3) % 4]
+            if action == "release" and not self.window_passed(order):
                 self.advance_time()  # wait for the dispute window, then release (may still be too early)
-            [lambda: self.confirm(pick, "owner"), lambda: self.dispute(pick, "owner"),
-             lambda: self.release(pick, "stranger")][choice % 3]()
-        else:
-            self.resolve(pick, "arbiter", choice % 4, False)
+            if action == "confirm":
+                self.confirm(pick, "owner")
+            elif action == "dispute":
+                self.dispute(pick, "owner")
+            else:
+                self.release(pick, "stranger")
+        else:  # disputed: a ruling, a withdrawal (on time or late), or the default outcome after the deadline
+            step = choice % 4
+            if step == 0:
+                if choice >= 16:  # a ruling that comes too late: the deadline has passed
+                    self.advance_time()
+                    self.advance_time()
+                self.resolve(pick, "arbiter", (choice // 4) % 4, False)
+            elif step == 1:
+                self.withdraw_dispute(pick, "owner")
+            elif step == 2:
+                self.advance_time()  # a late withdrawal: after the window (or the deadline) it settles at once
+                self.withdraw_dispute(pick, "owner")
+            else:
+                if not self.deadline_passed(order):
+                    self.advance_time()  # wait for the dispute's deadline (may still be too early)
+                self.release(pick, "stranger", True)
 
     def _pick_for(self, order_id: int, status: OrderStatus) -> int:
         """A `pick` value for which `choose(pick, status)` returns `order_id`."""
@@ -311,10 +387,46 @@ class EscrowMachine(RuleBasedStateMachine):
     lifecycle_5 = _lifecycle_rule(5)
     del _lifecycle_rule
 
+    @rule(pick=st.integers(0, 50), share=st.integers(0, 3))
+    def dispute_episode(self, pick: int, share: int) -> None:
+        """A whole dispute of a delivered order, through the rules above: raised, then ruled on in time or too
+        late, withdrawn in time or late, or left to expire and settled with the default outcome (the endings
+        rotate over the run, so that each is reached). Before an expiring dispute the buyer uses a card and the
+        supplier revokes the whole batch: the default outcome must pay for the used card and refund the rest."""
+        open_ = [i for i, o in self.orders.items() if o.status == OrderStatus.DELIVERED and not self.window_passed(o)]
+        if not open_:
+            return
+        order_id = open_[pick % len(open_)]
+        order = self.orders[order_id]
+        ending = ENDINGS[EPISODES["count"] % len(ENDINGS)]
+        EPISODES["count"] += 1
+        batch = order.batch
+        usable = [c for c in order.cards if not self.is_revoked(batch, c) and c not in self.redeemed[batch]]
+        if ending == "expire" and usable and batch not in self.batch_revoked:
+            self.world.env.registry(order.supplier).mark_redeemed(batch, [usable[0]])
+            self.redeemed[batch].add(usable[0])
+            self.world.env.registry(order.supplier).revoke_batch(batch, 2)
+            self.batch_revoked.add(batch)
+            if self.batches[order.supplier] == batch:
+                self.new_batch(order.supplier)
+        self.dispute(self._pick_for(order_id, OrderStatus.DELIVERED), "owner")
+        if ending.startswith("late"):
+            self.advance_time()
+        if ending in ("expire", "late resolve"):
+            self.advance_time()
+        p = self._pick_for(order_id, OrderStatus.DISPUTED)
+        if ending.endswith("resolve"):
+            self.resolve(p, "arbiter", share, False)
+        elif ending.endswith("withdraw"):
+            self.withdraw_dispute(p, "owner")
+        else:
+            self.release(p, "stranger", True)
+
     @rule(supplier=st.sampled_from(SUPPLIERS), card=st.integers(0, BATCH_SIZE - 1))
     def redeliver_taken_card(self, supplier: str, card: int) -> None:
-        """A supplier tries to sell a delivered or revoked card again."""
-        taken = sorted(self.delivered[supplier] | self.revoked[supplier])
+        """A supplier tries to sell a delivered, redeemed or revoked card again."""
+        batch = self.batches[supplier]
+        taken = sorted(self.delivered[batch] | self.revoked[batch])
         funded = [i for i, o in self.orders.items() if o.status == OrderStatus.FUNDED and o.supplier == supplier
                   and (self.epoch - o.opened_epoch) * JUMP < o.span]
         if not taken or not funded:
@@ -322,12 +434,13 @@ class EscrowMachine(RuleBasedStateMachine):
         card = taken[card % len(taken)]
         order_id = funded[0]
         quantity = self.orders[order_id].quantity
-        expected = errors.CardRevoked if card in self.revoked[supplier] else errors.CardAlreadyDelivered
+        expected = (errors.CardRevoked if card in self.revoked[batch] else errors.CardAlreadyRedeemed
+                    if card in self.redeemed[batch] else errors.CardAlreadyDelivered)
         ranges = [(card, 1)]
         if quantity > 1:  # pad with fresh-looking cards; ranges are checked in order, so `card` fails first
             ranges.append((BATCH_SIZE, quantity - 1))
         with pytest.raises(expected) as info:
-            self.escrows[supplier].deliver(order_id, self.batches[supplier], ranges)
+            self.escrows[supplier].deliver(order_id, batch, ranges)
         assert info.value.index == card
 
     @rule(pick=st.integers(0, 50), actor=st.sampled_from(("owner", "owner", "owner", *ACTORS)))
@@ -347,18 +460,26 @@ class EscrowMachine(RuleBasedStateMachine):
             assert (settlement.revoked_cards, settlement.supplier_amount, settlement.fee,
                     settlement.buyer_refund) == predicted
 
-    @rule(pick=st.integers(0, 50), actor=st.sampled_from(ACTORS + ("feeto",)))
-    def release(self, pick: int, actor: str) -> None:
-        order_id = self.choose(pick, OrderStatus.DELIVERED)
-        expect = self.order_status_error(order_id, OrderStatus.DELIVERED)
+    @rule(pick=st.integers(0, 50), actor=st.sampled_from(ACTORS + ("feeto",)), disputed=st.booleans())
+    def release(self, pick: int, actor: str, disputed: bool = False) -> None:
+        """Anyone settles with the default outcome: a delivered order after its window, or a disputed one after
+        its dispute's deadline (mostly a `disputed` one if that is asked for)."""
+        order_id = self.choose(pick, OrderStatus.DISPUTED if disputed else OrderStatus.DELIVERED)
         order = self.orders.get(order_id)
-        if expect is None:
+        disputed = order is not None and order.status == OrderStatus.DISPUTED
+        if disputed:
             assert order is not None
-            over = (self.epoch - order.delivered_epoch) * JUMP > order.window
-            expect = Expect() if over else Expect(errors.DisputeWindowOpen)
+            expect = Expect() if self.deadline_passed(order) else Expect(errors.DisputeDeadlineNotPassed)
+        else:
+            expect = self.order_status_error(order_id, OrderStatus.DELIVERED)
+            if expect is None:
+                assert order is not None
+                expect = Expect() if self.window_passed(order) else Expect(errors.DisputeWindowOpen)
         settlement = self.run(expect, lambda: self.escrows[actor].release(order_id))
         if expect.ok:
             assert order is not None
+            OUTCOMES[("release", "dispute expired" if disputed else "window passed")] += 1
+            assert settlement.dispute_expired == disputed
             order.status = OrderStatus.RELEASED
             predicted = self.settle_model(order)
             assert (settlement.revoked_cards, settlement.supplier_amount, settlement.fee,
@@ -374,7 +495,7 @@ class EscrowMachine(RuleBasedStateMachine):
             assert order is not None
             if actor != order.buyer:
                 expect = Expect(errors.NotOrderBuyer)
-            elif (self.epoch - order.delivered_epoch) * JUMP > order.window:
+            elif self.window_passed(order):
                 expect = Expect(errors.DisputeWindowClosed)
             else:
                 expect = Expect()
@@ -382,6 +503,31 @@ class EscrowMachine(RuleBasedStateMachine):
         if expect.ok:
             assert order is not None
             order.status = OrderStatus.DISPUTED
+            order.disputed_epoch = self.epoch
+
+    @rule(pick=st.integers(0, 50), actor=st.sampled_from(("owner", "owner", "owner", *ACTORS)))
+    def withdraw_dispute(self, pick: int, actor: str) -> None:
+        order_id = self.choose(pick, OrderStatus.DISPUTED)
+        actor = self.who(actor, order_id, "buyer")
+        expect = self.order_status_error(order_id, OrderStatus.DISPUTED)
+        order = self.orders.get(order_id)
+        if expect is None:
+            assert order is not None
+            expect = Expect() if actor == order.buyer else Expect(errors.NotOrderBuyer)
+        withdrawal = self.run(expect, lambda: self.escrows[actor].withdraw_dispute(order_id))
+        if expect.ok:
+            assert order is not None
+            settles = self.window_passed(order) or self.deadline_passed(order)
+            assert withdrawal.settled == settles
+            OUTCOMES[("withdraw_dispute", "settled" if settles else "delivered again")] += 1
+            if settles:
+                order.status = OrderStatus.RELEASED
+                predicted = self.settle_model(order)
+                s = withdrawal.settlement
+                assert (s.revoked_cards, s.supplier_amount, s.fee, s.buyer_refund) == predicted
+            else:
+                order.status = OrderStatus.DELIVERED
+                order.disputed_epoch = -1
 
     @rule(pick=st.integers(0, 50), actor=st.sampled_from(("arbiter", "arbiter", "stranger", "buyer")),
           share=st.sampled_from((0, 1, 2, 3)), bad=st.sampled_from((False, False, False, True)))
@@ -394,8 +540,13 @@ class EscrowMachine(RuleBasedStateMachine):
         if actor != "arbiter":
             expect = Expect(errors.AccessControlUnauthorizedAccount)
         else:
-            expect = self.order_status_error(order_id, OrderStatus.DISPUTED) or (
-                Expect(errors.InvalidSplit) if bad else Expect())
+            expect = self.order_status_error(order_id, OrderStatus.DISPUTED)
+            if expect is None:
+                assert order is not None
+                if self.deadline_passed(order):
+                    expect = Expect(errors.DisputeDeadlinePassed)
+                else:
+                    expect = Expect(errors.InvalidSplit) if bad else Expect()
         self.run(expect, lambda: self.escrows[actor].resolve(order_id, buyer_amount, supplier_amount))
         if expect.ok:
             assert order is not None
@@ -453,15 +604,28 @@ class EscrowMachine(RuleBasedStateMachine):
           delivered=st.booleans())
     def revoke(self, supplier: str, first: int, count: int, delivered: bool) -> None:
         """The supplier revokes cards: delivered ones (the buyer gets refunded at settlement) or any."""
-        pool = sorted(self.delivered[supplier] - self.revoked[supplier]) if delivered else []
+        batch = self.batches[supplier]
+        pool = sorted(self.delivered[batch] - self.revoked[batch] - self.redeemed[batch]) if delivered else []
         if pool:
             cards = sorted({pool[(first + i) % len(pool)] for i in range(count)})
         else:
-            cards = sorted({(first + 7 * i) % BATCH_SIZE for i in range(count)} - self.revoked[supplier])
+            cards = sorted({(first + 7 * i) % BATCH_SIZE for i in range(count)} - self.revoked[batch]
+                           - self.redeemed[batch])
         if not cards:
             return
-        self.world.env.registry(supplier).revoke_cards(self.batches[supplier], cards, 1)
-        self.revoked[supplier].update(cards)
+        self.world.env.registry(supplier).revoke_cards(batch, cards, 1)
+        self.revoked[batch].update(cards)
+
+    @rule(supplier=st.sampled_from(SUPPLIERS), first=st.integers(0, BATCH_SIZE - 1))
+    def redeem(self, supplier: str, first: int) -> None:
+        """A delivered card is used: its issuer (or redeemer) marks it redeemed; it is paid for in any case."""
+        batch = self.batches[supplier]
+        pool = sorted(self.delivered[batch] - self.revoked[batch] - self.redeemed[batch])
+        if not pool:
+            return
+        card = pool[first % len(pool)]
+        self.world.env.registry(supplier).mark_redeemed(batch, [card])
+        self.redeemed[batch].add(card)
 
     @rule()
     def advance_time(self) -> None:
@@ -512,6 +676,7 @@ class EscrowMachine(RuleBasedStateMachine):
 def test_escrow_state_machine(chain_env: ChainEnv) -> None:
     examples, steps = BUDGET[chain_env.backend]
     OUTCOMES.clear()
+    EPISODES["count"] = 0
     machine = type("EscrowMachineOn", (EscrowMachine,), {"env": chain_env})
     run_state_machine_as_test(machine, settings=settings(
         max_examples=examples,
@@ -527,4 +692,9 @@ def test_escrow_state_machine(chain_env: ChainEnv) -> None:
     missing = [name for name in MUST_SUCCEED if not OUTCOMES[(name, "ok")]]
     assert not missing, f"never succeeded: {missing}; outcomes: {dict(OUTCOMES)}"
     assert OUTCOMES[("settle", "with revoked cards")], dict(OUTCOMES)
+    assert OUTCOMES[("release", "dispute expired")], dict(OUTCOMES)  # disputes end
+    assert OUTCOMES[("withdraw_dispute", "delivered again")], dict(OUTCOMES)
+    assert OUTCOMES[("withdraw_dispute", "settled")], dict(OUTCOMES)
+    assert OUTCOMES[("resolve", "DisputeDeadlinePassed")], dict(OUTCOMES)
+    assert OUTCOMES[("settle", "redeemed cards of a revoked batch")], dict(OUTCOMES)  # no refund for used cards
     assert sum(n for (_, outcome), n in OUTCOMES.items() if outcome != "ok") > 50

@@ -5,7 +5,8 @@
 * two permit-capable 6-decimal TestStablecoins ("stable", "stable2"),
 * "noret" (USDT-like, no return values), "fot" (1% fee on transfer), "reent" (re-enters on transfer),
   "block" (blocklist), all allowlisted;
-* the CardEscrow with admin = the env's admin, fee recipient = "feeto", a 1% fee and "arbiter" as arbiter;
+* the CardEscrow with admin = the env's admin, fee recipient = "feeto", a 1% fee and "arbiter" as the arbiter
+  granted at deploy (the constructor's); its dispute resolution period is the default, RESOLUTION (7 days);
 
 and mints every token to buyer and buyer2, who approve the escrow for all of them. `World` wraps one
 test's view of it; build it per test (clients cache nonces, which must not outlive a snapshot revert).
@@ -13,8 +14,8 @@ test's view of it; build it per test (clients cache nonces, which must not outli
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from web3 import Web3
@@ -37,6 +38,7 @@ FEE_BPS = 100
 PRICE = 2_500_000  # 2.50
 WINDOW = 3_600
 DAY = 86_400
+RESOLUTION = 7 * DAY  # the escrow's default dispute resolution period
 GAS_DEPLOY = 6_000_000
 
 
@@ -53,11 +55,11 @@ def deploy_world(env: ChainEnv) -> dict[str, Any]:
     for key, (artifact, args) in TOKENS.items():
         extra = (admin.address,) if artifact == "TestStablecoin" else ()
         tokens[key] = _deploy(admin, artifact, *args, *extra)
-    escrow_address = _deploy(admin, "CardEscrow", env.registry_address, admin.address, env.address("feeto"))
+    escrow_address = _deploy(admin, "CardEscrow", env.registry_address, admin.address, env.address("feeto"),
+                             env.address("arbiter"))
     escrow = Escrow(admin, escrow_address)
     escrow.set_tokens_allowed(list(tokens.values()), True)
     escrow.set_fee(FEE_BPS)
-    escrow.grant_arbiter(env.address("arbiter"))
     for key, address in tokens.items():
         contract = admin.contract(address, load_artifact(TOKENS[key][0]).abi)
         for who in BUYERS:
