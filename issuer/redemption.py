@@ -127,7 +127,10 @@ def _settle_pending(sessions: sessionmaker[Session], registry: Registry, card_id
         if client.get_receipt(tx_hash) is None and client.transaction_known(tx_hash):
             raise RedemptionPending(serial, tx_hash)
     # mined and failed, or dropped, or never signed
-    _release_claim(sessions, card_id, marker, _act_update(act_id, lambda a: acts.lost(a, "released: not on chain")))
+    # The attempt ended without an effect on chain and the card is free again: its act is over (a new attempt is a
+    # new act), not "lost" (an open state that a rerun or reconcile would try to redo).
+    _release_claim(sessions, card_id, marker,
+                   _act_update(act_id, lambda a: acts.failed(a, "released: the chain does not hold it")))
 
 
 def _wait_for_claim(sessions: sessionmaker[Session], card_id: int, marker: str) -> str | None:
@@ -241,11 +244,11 @@ def _mark_on_chain(sessions: sessionmaker[Session], registry: Registry, card_id:
         raise
     except Exception:
         if not redo and not claim.startswith(PENDING):  # nothing was signed: the card is free again
-            _release_claim(sessions, card_id, claim, _act_update(act_id, lambda a: acts.lost(a, "not sent")))
+            _release_claim(sessions, card_id, claim, _act_update(act_id, lambda a: acts.failed(a, "not sent")))
         elif not redo and not client.transaction_known(claim[len(PENDING):]):
             # Signed, but the node does not know it (the broadcast failed): free again.
             _release_claim(sessions, card_id, claim,
-                           _act_update(act_id, lambda a: (acts.lost(a, "not broadcast"), acts.release(a))))
+                           _act_update(act_id, lambda a: acts.failed(a, "not broadcast")))
         else:  # broadcast: the claim stays; give the lease back so the next attempt settles it at once
             finish_act(acts.release)
         raise

@@ -119,6 +119,17 @@ class ServiceDeps:
                 log.debug("closing %r failed", thing)
 
 
+def _reconciler(deps: ServiceDeps) -> Any:
+    """The background `reconcile --all` of this service (issuer.service.reconciler)."""
+    from issuer.reconcile import reconcile
+    from issuer.service.reconciler import Reconciler
+
+    def run() -> Any:
+        return reconcile(deps.sessions, deps.acting_registry())
+
+    return Reconciler(run, deps.service.reconcile_interval, deps.settings.home / "locks" / "reconcile.lock")
+
+
 def create_app(settings: Settings | None = None, *, deps: ServiceDeps | None = None) -> FastAPI:
     deps = deps if deps is not None else ServiceDeps()
     if settings is not None and deps.settings is None:
@@ -132,9 +143,11 @@ def create_app(settings: Settings | None = None, *, deps: ServiceDeps | None = N
         app.state.database_outage = Outage("database", "answering 503 database_unavailable")
         engine = deps.engine()
         listeners = watch_database(engine, app.state.database_outage) if engine is not None else []
+        app.state.reconciler = _reconciler(deps).start()
         try:
             yield
         finally:
+            app.state.reconciler.stop()
             if listeners:
                 unwatch_database(engine, listeners)
             await run_in_threadpool(deps.close)

@@ -28,9 +28,11 @@ class ServiceSettings(BaseSettings):
     signature_window: int = Field(default=300, ge=10, le=3600)
     #: Registry address to use instead of the deployment recorded in CARDPROOF_HOME.
     registry_address: str | None = None
-    #: Timeout of one JSON-RPC request, seconds.
     #: Timeout of one JSON-RPC request; None: CARDPROOF_RPC_TIMEOUT (chain.settings).
     rpc_timeout: float | None = Field(default=None, gt=0)
+    #: Seconds between the service's own `cardproof reconcile --all` passes (0: never): acts the chain lost to a
+    #: node crash or a reorg are redone without a person.
+    reconcile_interval: float = Field(default=300.0, ge=0)
 
     @field_validator("redeem_rate", "redeem_rate_serial")
     @classmethod

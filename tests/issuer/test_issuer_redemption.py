@@ -318,7 +318,8 @@ def test_transaction_lost_before_broadcast_is_released_on_retry(issuer_env, sess
     # Its hash was recorded first (the act); the node does not know it, so the card is free again at once.
     with sessions() as s:
         act = s.scalars(sa.select(ChainAct).where(ChainAct.kind == "redeem")).one()
-        assert act.tx_hash.startswith("0x") and act.state == "lost" and act.lease_until is None
+        # the attempt is over (a final state, not an open one that reconcile would keep re-checking)
+        assert act.tx_hash.startswith("0x") and act.state == "failed" and act.lease_until is None
     assert card_state(sessions, card["serial"])[:2] == (None, None)
     monkeypatch.undo()
     out = redeem_card(sessions, master_key, issuer_env.registry, card["serial"], card["code"], "again")
