@@ -39,5 +39,9 @@ def open_public_database(settings: Settings | None = None, *, url: str | URL | N
     # No pre-ping: on the cold lookup path it is one more round trip per request (about 40 % of a PostgreSQL
     # lookup, scripts/bench_api). Instead connections are recycled, and a checkout listener (installed with the
     # error handlers, verify_api/errors.py) drops a pooled connection whose socket the server has closed.
+    # A pool as large as the concurrency a worker sees (its thread pool): with SQLAlchemy's default of 5 (+10
+    # overflow), every request beyond the fifth opened and closed a connection of its own (a PostgreSQL backend
+    # forked per request under load: found by watching pg_stat_activity during scripts/bench_api).
     return _db.open_database(url=url, migrations=PUBLIC_MIGRATIONS_DIR,
-                             engine_kwargs={"pool_pre_ping": False, "pool_recycle": 300})
+                             engine_kwargs={"pool_pre_ping": False, "pool_recycle": 300, "pool_size": 40,
+                                            "max_overflow": 10})
