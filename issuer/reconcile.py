@@ -297,6 +297,8 @@ def _redemptions(sessions: sessionmaker[Session], registry: Registry, batch_id: 
                                                              f"failed: {why}", [i]))
     # Settle the remaining open redeem acts (their cards are settled above).
     with sessions() as session:
+        redeemed_in_db = {int(i) for i, at in session.execute(
+            select(Card.index, Card.redeemed_at).where(Card.batch_pk == batch_pk)) if at is not None}
         for act in acts.open_acts(session, "redeem", batch_id):
             if acts.leased(act):
                 continue
@@ -310,6 +312,9 @@ def _redemptions(sessions: sessionmaker[Session], registry: Registry, batch_id: 
                 acts.mined(act, client, None)
             elif seen.status == "reverted":
                 acts.failed(act, "the redemption transaction failed on chain")
+            elif index not in redeemed_in_db:
+                # Its claim was released (above, or by a later attempt): the attempt is over, nobody redoes it.
+                acts.failed(act, "released: the chain does not hold it")
             else:
                 acts.lost(act, "the chain does not hold it")
         session.commit()

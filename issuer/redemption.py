@@ -86,6 +86,12 @@ def _act_of(session: Session, marker: str) -> Any:
     return acts.by_tx(session, marker[len(PENDING):]) if marker.startswith(PENDING) else None
 
 
+def _unsigned_acts(session: Session, batch_id: bytes, index: int) -> list[Any]:
+    """Open redeem acts of this card that never signed a transaction (their process died before): a bare claim's."""
+    return [a for a in acts.open_acts(session, "redeem", "0x" + batch_id.hex())
+            if a.tx_hash is None and acts.payload_of(a).get("index") == index and not acts.leased(a)]
+
+
 def _in_flight(session: Session, marker: str, claimed_at: dt.datetime | None) -> bool:
     """Whether a live process may still be driving this claim."""
     if marker.startswith(PENDING):
@@ -129,8 +135,14 @@ def _settle_pending(sessions: sessionmaker[Session], registry: Registry, card_id
     # mined and failed, or dropped, or never signed
     # The attempt ended without an effect on chain and the card is free again: its act is over (a new attempt is a
     # new act), not "lost" (an open state that a rerun or reconcile would try to redo).
-    _release_claim(sessions, card_id, marker,
-                   _act_update(act_id, lambda a: acts.failed(a, "released: the chain does not hold it")))
+    def over(session: Session) -> None:
+        ended = [session.get(acts.ChainAct, act_id)] if act_id is not None else \
+            _unsigned_acts(session, batch_id, index)
+        for a in ended:
+            if a is not None:
+                acts.failed(a, "released: the chain does not hold it")
+
+    _release_claim(sessions, card_id, marker, over)
 
 
 def _wait_for_claim(sessions: sessionmaker[Session], card_id: int, marker: str) -> str | None:

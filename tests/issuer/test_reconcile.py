@@ -247,6 +247,45 @@ def test_a_stale_claim_is_released_and_a_fresh_one_is_left_alone(issuer_env, ses
     assert out.redeemed_by == "shop"
 
 
+def _killed_before_signing(env, sessions, master_key, monkeypatch):
+    """A redemption whose process died after its claim and act were written, before anything was signed (the
+    supplier's service SIGKILLed in scripts/chaos); its lease then expires."""
+    res, cards = anchored(env, sessions, master_key)
+    monkeypatch.setenv("CARDPROOF_ACT_LEASE", "0")  # the dead process's lease and claim have expired
+    with monkeypatch.context() as m:
+        m.setattr(env.registry.client, "send", die)
+        with pytest.raises(SimulatedCrash):
+            redeem_card(sessions, master_key, env.registry, cards[0]["serial"], cards[0]["code"], "shop")
+    [act] = act_rows(sessions, "redeem")
+    assert act.state == "pending" and act.tx_hash is None and act.attempts == 0
+    assert card(sessions, cards[0]["serial"]).redeemed_by.startswith("claim:")
+    return res, cards
+
+
+def test_reconcile_ends_the_act_of_a_redemption_killed_before_signing(issuer_env, sessions, master_key,
+                                                                      monkeypatch):
+    res, cards = _killed_before_signing(issuer_env, sessions, master_key, monkeypatch)
+    report = reconcile(sessions, issuer_env.registry, batch_id=res.batch_id)
+    assert report.consistent
+    assert card(sessions, cards[0]["serial"]).redeemed_at is None  # the card is free again
+    [act] = act_rows(sessions, "redeem")
+    # Over (nothing reached the chain and the claim is released), not "lost": an open state nobody will redo.
+    assert act.state == "failed" and "released" in act.last_error
+    assert acts.open_acts(sessions(), "redeem") == []
+    again = reconcile(sessions, issuer_env.registry, batch_id=res.batch_id)
+    assert again.consistent and {f.status for f in again.findings} == {"ok"}
+
+
+def test_a_new_redemption_ends_the_act_of_one_killed_before_signing(issuer_env, sessions, master_key,
+                                                                     monkeypatch):
+    res, cards = _killed_before_signing(issuer_env, sessions, master_key, monkeypatch)
+    out = redeem_card(sessions, master_key, issuer_env.registry, cards[0]["serial"], cards[0]["code"], "again")
+    assert out.redeemed_by == "again"
+    first, second = act_rows(sessions, "redeem")
+    assert first.state == "failed" and "released" in first.last_error
+    assert second.state in ("mined", "final") and second.tx_hash
+
+
 def test_in_flight_claims_follow_the_lease(sessions, monkeypatch):
     monkeypatch.setenv("CARDPROOF_ACT_LEASE", "0")
     assert acts.lease_seconds() == 0
