@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, *, deps: AppDeps | None = None)
 
         install_orders(app, deps)  # escrow orders (GET /v1/orders/{id}, /o/{id}); connects lazily
         await run_in_threadpool(deps.start)
+        await deps.service.reader.open_async()
         if deps.api.tune_gc:
             import gc
 
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, *, deps: AppDeps | None = None)
         try:
             yield
         finally:
+            await deps.service.reader.close_async()
             await run_in_threadpool(deps.close)
 
     app = FastAPI(title="cardproof verification API", version="1.0", description=DESCRIPTION,

@@ -14,7 +14,9 @@ the decoy's leaf and proof are computed and checked as a known card's would be.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
+import time
 from typing import Any
 
 from sqlalchemy import select
@@ -30,6 +32,11 @@ from verify_api.storage.tiles import TILE_HEIGHT, depth, node_from_tiles, tile_o
 
 __all__ = ["CardReader", "StatsRow"]
 
+log = logging.getLogger("cardproof.api.reader")
+
+#: Seconds the event loop's path stands aside after a failed query (the blocking path answers meanwhile).
+ASYNC_PAUSE = 2.0
+
 _SQL = (
     'SELECT c.batch_pk, c."index", c.code_commitment, c.tree_pos, c.tile, '
     "s.scans, s.checks, s.failed_checks, s.first_scan_at, s.first_check_at, t.data "
@@ -40,6 +47,10 @@ _SQL = (
 )
 _PARAMS = {"postgresql": ("%(serial)s::varchar", "%(dbatch)s", "%(dtile)s"),
            "sqlite": (":serial", ":dbatch", ":dtile")}
+
+
+class _NeedsIO(Exception):
+    """Answering needs a blocking read (a batch or tile not cached yet)."""
 
 
 class StatsRow:
@@ -79,6 +90,53 @@ class CardReader:
         #: (batch_pk, tile, tree_pos, index, commitment, serial) of a real card, for unknown serials.
         self._decoy: tuple[int, int | None, int, int, bytes, str] | None = None
         self.queries = 0
+        #: PostgreSQL only: psycopg's async pool, for the query on the event loop (``open_async``).
+        self._apool: Any = None
+        self._async_down_until = 0.0
+
+    # ------------------------------------------------------------------ the event loop's path
+
+    async def open_async(self, size: int = 16) -> None:
+        """On PostgreSQL, open an async connection pool (psycopg's) so that :meth:`read_async` queries on the
+        event loop, without a worker thread per lookup."""
+        if not self._pg or self._apool is not None:
+            return
+        from psycopg_pool import AsyncConnectionPool
+
+        url = self.engine.url.set(drivername="postgresql")
+        self._apool = AsyncConnectionPool(url.render_as_string(hide_password=False), min_size=1, max_size=size,
+                                          kwargs={"autocommit": True, "connect_timeout": 3}, open=False,
+                                          timeout=ASYNC_PAUSE)
+        await self._apool.open(wait=False)
+
+    async def close_async(self) -> None:
+        pool, self._apool = self._apool, None
+        if pool is not None:
+            await pool.close()
+
+    async def read_async(self, canon: str) -> tuple[CardRecord | None, StatsRow | None] | None:
+        """:meth:`read` with the query on the event loop and the rest from caches; None when only the blocking
+        path can answer (no async pool, or the decoy, the batch or a tile not cached yet)."""
+        decoy = self._decoy
+        if self._apool is None or decoy is None or time.monotonic() < self._async_down_until:
+            return None
+        params = {"serial": canon, "dbatch": decoy[0], "dtile": decoy[1]}
+        try:
+            async with self._apool.connection() as conn:
+                cur = await conn.execute(self._sql, params, prepare=True)
+                row = await cur.fetchone()
+        except Exception as exc:  # noqa: BLE001 - the blocking path reads again, and reports an outage as such
+            # (A connection a database restart closed, or the database down: the pool replaces its connections
+            # in the background; meanwhile lookups take the blocking path, which answers 503 while it is down.)
+            self._async_down_until = time.monotonic() + ASYNC_PAUSE
+            log.info("async lookup failed (%s): the blocking path answers for %.0f s", type(exc).__name__,
+                     ASYNC_PAUSE)
+            return None
+        self.queries += 1
+        try:
+            return self._decode(canon, decoy, row, io=False)
+        except _NeedsIO:
+            return None
 
     # ------------------------------------------------------------------ the one query
 
@@ -112,22 +170,30 @@ class CardReader:
     def read(self, canon: str) -> tuple[CardRecord | None, StatsRow | None]:
         """The published card with this canonical serial (None if unknown) and its stored scan counts."""
         decoy = self._decoy or self._pick_decoy()
-        row = self._execute(canon, decoy)
+        return self._decode(canon, decoy, self._execute(canon, decoy), io=True)
+
+    def _decode(self, canon: str, decoy: tuple | None, row: tuple, *, io: bool
+                ) -> tuple[CardRecord | None, StatsRow | None]:
         batch_pk, index, commitment, tree_pos, tile, scans, checks, failed, fs, fc, tile_data = row
         stats = None if scans is None else StatsRow(int(scans), int(checks), int(failed), fs, fc)
         if batch_pk is None:
             if decoy is not None:  # the same work as for a card: leaf, proof and its check, on the decoy
                 try:
-                    self._record(decoy[0], decoy[3], decoy[4], decoy[2], decoy[1], tile_data, decoy[5])
+                    self._record(decoy[0], decoy[3], decoy[4], decoy[2], decoy[1], tile_data, decoy[5], io)
+                except _NeedsIO:
+                    raise
                 except Exception:  # noqa: BLE001 - only here to spend the same time
                     pass
             return None, stats
-        return self._record(batch_pk, int(index), bytes(commitment), int(tree_pos), tile, tile_data, canon), stats
+        record = self._record(batch_pk, int(index), bytes(commitment), int(tree_pos), tile, tile_data, canon, io)
+        return record, stats
 
     # ------------------------------------------------------------------ records
 
     def _record(self, batch_pk: int, index: int, commitment: bytes, tree_pos: int, tile: int | None,
-                tile_data: Any, canon: str) -> CardRecord:
+                tile_data: Any, canon: str, io: bool = True) -> CardRecord:
+        if not io and batch_pk not in self._batches:
+            raise _NeedsIO
         batch, batch_id, sku, root = self._batch(batch_pk)
         leaf = CardLeaf(LEAF_VERSION, batch_id, index, parse_serial(canon), sku, batch.face_value,
                         currency_to_bytes3(batch.currency), batch.expiry, batch.code_form, commitment)
@@ -139,7 +205,7 @@ class CardReader:
                 raise StoreCorrupt(f"the stored tree of batch {batch.batch_id} lacks the tile of card {canon}")
             tiles[int(tile)] = bytes(tile_data)
         needed = {tile_of(p) for p in positions} - tiles.keys()
-        tiles.update(self._upper_tiles(batch_pk, needed))
+        tiles.update(self._upper_tiles(batch_pk, needed, io))
         try:
             if tree_pos and node_from_tiles(tiles, tree_pos) != expected:
                 raise InvalidProof("the stored leaf is not this card's")
@@ -148,7 +214,8 @@ class CardReader:
                 raise InvalidProof("the proof does not reach the root")
         except InvalidProof:
             raise StoreCorrupt(f"the stored tree of batch {batch.batch_id} is corrupt") from None
-        return CardRecord(serial=format_serial(leaf.serial), index=index, leaf=leaf, proof=proof, batch=batch)
+        return CardRecord(serial=format_serial(leaf.serial), index=index, leaf=leaf, proof=proof, batch=batch,
+                          leaf_hash=expected, proven_root=root)
 
     def _batch(self, batch_pk: int) -> tuple[BatchRecord, bytes, bytes, bytes]:
         found = self._batches.get(batch_pk)
@@ -183,7 +250,7 @@ class CardReader:
             for t, data in rows:
                 self._tiles[(batch_pk, int(t))] = bytes(data)
 
-    def _upper_tiles(self, batch_pk: int, wanted: set[int]) -> dict[int, bytes]:
+    def _upper_tiles(self, batch_pk: int, wanted: set[int], io: bool = True) -> dict[int, bytes]:
         out: dict[int, bytes] = {}
         missing = []
         for t in wanted:
@@ -192,6 +259,8 @@ class CardReader:
                 missing.append(t)
             else:
                 out[t] = data
+        if missing and not io:
+            raise _NeedsIO
         if missing:
             table = PubTile.__table__
             with self.engine.connect() as conn:

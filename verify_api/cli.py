@@ -72,8 +72,14 @@ def serve(host: Annotated[str, typer.Option(help="Interface to listen on.")] = "
 
         indexer = IndexerThread(get_settings(), interval=index_interval).start()
     try:
-        uvicorn.run("verify_api.app:create_app", factory=True, host=host, port=port, workers=workers,
-                    lifespan="on", access_log=False, log_level=log_level, proxy_headers=False, **kwargs)
+        options = dict(factory=True, host=host, port=port, workers=workers, lifespan="on", access_log=False,
+                       log_level=log_level, proxy_headers=False, **kwargs)
+        from verify_api import serving
+
+        if workers > 1 and serving.supported():  # a socket per worker: connections spread evenly
+            serving.run_workers(uvicorn.Config("verify_api.app:create_app", **options))
+        else:
+            uvicorn.run("verify_api.app:create_app", **options)
     finally:
         if indexer is not None:
             indexer.stop()

@@ -72,6 +72,9 @@ class CardRecord:
     #: The public side holds no status of its own: only the chain's bits count.
     db_revoked: bool = False
     db_redeemed_at: dt.datetime | None = None
+    #: The leaf's hash and the root its proof leads to, when the reader has already computed them.
+    leaf_hash: bytes | None = None
+    proven_root: bytes | None = None
 
 
 def _batch_record(b: PubBatch) -> BatchRecord:

@@ -75,24 +75,27 @@ class CachedCard:
     expires: float
 
 
-def _leaf_named(record: CardRecord) -> dict[str, str]:
-    return {name: value for (name, _t), value in zip(LEAF_FIELDS, record.leaf.to_json(), strict=True)}
+def _leaf_named(value: list[str]) -> dict[str, str]:
+    return {name: v for (name, _t), v in zip(LEAF_FIELDS, value, strict=True)}
 
 
 def _static_parts(record: CardRecord) -> tuple[dict[str, Any], bytes | None]:
     b = record.batch
-    lh = leaf_hash(record.leaf)
-    try:
-        root = process_proof(lh, record.proof)
-    except InvalidProof:
-        root = None
+    lh = record.leaf_hash or leaf_hash(record.leaf)
+    root = record.proven_root  # the card reader has folded the proof already
+    if root is None:
+        try:
+            root = process_proof(lh, record.proof)
+        except InvalidProof:
+            root = None
+    value = record.leaf.to_json()
     static = {
         "issuer": {"address": b.issuer_address},
         "product": {"sku": b.sku, "face_value": b.face_value, "currency": b.currency, "expiry": b.expiry or 0,
                     "expiry_iso": _iso(b.expiry or 0)},
         "batch": {"id": b.batch_id, "card_count": b.card_count, "root": b.root, "code_form": b.code_form,
                   "anchor_tx": b.anchor_tx, "anchor_block": b.anchor_block},
-        "proof": {"index": record.index, "leaf": _leaf_named(record), "value": record.leaf.to_json(),
+        "proof": {"index": record.index, "leaf": _leaf_named(value), "value": value,
                   "leaf_encoding": list(LEAF_ENCODING), "leaf_hash": _hex(lh),
                   "proof": [_hex(p) for p in record.proof], "root": b.root},
     }
@@ -316,6 +319,27 @@ class CardService:
         f = self.peek_facts(c) or self.facts(c)
         return self.build(c, f, stats), c
 
+    async def view_async(self, canon: str, display: str) -> tuple[dict[str, Any], CachedCard] | None:
+        """:meth:`view` for a card not cached, with its one query on the event loop (PostgreSQL) and everything
+        else from caches; None when something must be read the blocking way."""
+        if self.peek(canon) is not MISSING:
+            return None
+        got = await self.reader.read_async(canon)
+        if got is None:
+            return None
+        record, row = got
+        if record is None and self._decoy is None:
+            return None
+        c = self._make(canon, display, record)
+        f = self.peek_facts(c)
+        if f is None:
+            return None
+        self._store(c)
+        stats = self.scans.peek_stats(canon)
+        if stats is None:
+            stats = self.scans.stats_from_row(canon, row)
+        return self.build(c, f, stats), c
+
     def stats(self, canon: str) -> dict[str, Any]:
         cached = self.scans.peek_stats(canon)
         if cached is not None:
@@ -342,7 +366,9 @@ async def verify_and_record(deps: Any, canon: str, display: str, client: Any, ki
     res = deps.service.view_fast(canon)
     if res is None:
         child(LOOKUPS, "slow").inc()
-        res = await run_in_threadpool(deps.service.view, canon, display)
+        res = await deps.service.view_async(canon, display)
+        if res is None:
+            res = await run_in_threadpool(deps.service.view, canon, display)
     else:
         child(LOOKUPS, "fast").inc()
     body, _cached = res

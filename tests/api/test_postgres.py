@@ -99,3 +99,58 @@ def test_publish_on_postgres(pg_sessions, world):
         assert batch_record(s, copy_id) is None
         rec = find_card(s, format_serial(leaves[0].serial).replace("-", ""))
         assert rec.batch.batch_id == main.batch_id
+
+
+def test_cold_lookups_query_on_the_event_loop_and_stand_aside_when_the_database_fails(pg_sessions, world,
+                                                                                      monkeypatch):
+    """A card nobody asked about is read on the event loop (psycopg's async pool), with the same answer as the
+    blocking path; a failed query hands lookups to the blocking path for a while (it reports outages)."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    from verify_api import card_reader
+    from verify_api.card_reader import CardReader
+    from verify_api.publish import publish_dump
+
+    main = world.batches["main"]
+    publish_dump(pg_sessions, world.registry, main.batch_id, _dump(world, main.batch_id))
+    engine = pg_sessions.kw["bind"]
+    serials = [s.replace("-", "") for s, *_ in main.cards[:4]]
+    monkeypatch.setattr(card_reader, "ASYNC_PAUSE", 0.3)
+
+    async def scenario():
+        reader = CardReader(engine)
+        assert await reader.read_async(serials[0]) is None  # no pool yet
+        await reader.open_async(size=2)
+        try:
+            assert await reader.read_async(serials[0]) is None  # the decoy and the batch are not cached yet
+            blocking, _stats = reader.read(serials[0])
+            got = await reader.read_async(serials[1])
+            assert got is not None
+            record, _stats = got
+            again, _ = reader.read(serials[1])
+            assert record.leaf == again.leaf and record.proof == again.proof and record.proven_root is not None
+            assert (await reader.read_async("0" * 17)) == (None, None)  # unknown: the decoy's work, no record
+            with engine.connect() as conn:  # the database kills the pool's connections
+                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+            assert await reader.read_async(serials[2]) is None  # failed: the blocking path answers
+            assert await reader.read_async(serials[2]) is None  # ...for a pause, without trying again
+            await asyncio.sleep(0.4)
+            for _ in range(3):  # the pool replaces the dead connections
+                got = await reader.read_async(serials[3])
+                if got is not None:
+                    break
+                await asyncio.sleep(0.4)
+            assert got is not None and got[0].index == reader.read(serials[3])[0].index
+        finally:
+            await reader.close_async()
+
+    asyncio.run(scenario())
+
+
+def _dump(world, batch_id):
+    from tests.api.world import dump_of
+
+    return dump_of(world, batch_id)
