@@ -9,6 +9,11 @@ Batches are cached the same way.
 
 An unknown serial costs the same: the query reads the decoy card's leaf tile instead (``COALESCE``), and
 the decoy's leaf and proof are computed and checked as a known card's would be.
+
+On PostgreSQL the query runs on the event loop (:meth:`CardReader.read_async`, psycopg's async pool) once the
+decoy, the batch and its upper tiles are cached: no worker thread per lookup (the thread hand-off and the GIL
+contention of a dozen threads were a quarter of a worker's time, scripts/bench_api with py-spy). A failed query
+sends lookups down the blocking path for ``ASYNC_PAUSE`` seconds, which answers 503 while the database is down.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Read side of the public database: a card with its leaf and Merkle proof, batches, issuers' counts.
 
-Everything comes from published dumps (``verify_api.publish``): leaves, and proofs assembled from the
-stored tiles, reading only the O(log n) nodes on the card's path. No code, no key.
+Everything comes from published dumps (``verify_api.publish``); a card's leaf and proof are assembled from
+the stored tiles by :mod:`verify_api.card_reader`. No code, no key.
 """
 
 from __future__ import annotations
@@ -13,16 +13,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from issuer.core.errors import InvalidProof
-from issuer.core.leaf import LEAF_VERSION, CardLeaf, currency_to_bytes3, leaf_hash, sku_to_bytes32
-from issuer.core.merkle import process_proof, proof_positions
-from issuer.core.serial import format_serial, parse_serial
+from issuer.core.leaf import CardLeaf
 from verify_api.errors import ApiError
-from verify_api.storage import repository as repo
-from verify_api.storage.models import PubBatch, PubCard
+from verify_api.storage.models import PubBatch
 
-__all__ = ["BatchRecord", "CardRecord", "StoreCorrupt", "batch_record", "find_card",
-           "issuer_counts", "leaf_of"]
+__all__ = ["BatchRecord", "CardRecord", "StoreCorrupt", "batch_record", "find_card", "issuer_counts"]
 
 
 class StoreCorrupt(ApiError):
@@ -69,9 +64,6 @@ class CardRecord:
     leaf: CardLeaf
     proof: list[bytes]
     batch: BatchRecord
-    #: The public side holds no status of its own: only the chain's bits count.
-    db_revoked: bool = False
-    db_redeemed_at: dt.datetime | None = None
     #: The leaf's hash and the root its proof leads to, when the reader has already computed them.
     leaf_hash: bytes | None = None
     proven_root: bytes | None = None
@@ -86,40 +78,12 @@ def _batch_record(b: PubBatch) -> BatchRecord:
     )
 
 
-def leaf_of(card: PubCard, batch: PubBatch) -> CardLeaf:
-    return CardLeaf(
-        LEAF_VERSION, bytes.fromhex(batch.batch_id[2:]), card.index, parse_serial(card.serial),
-        sku_to_bytes32(batch.sku), int(batch.face_value), currency_to_bytes3(batch.currency), int(batch.expiry),
-        int(batch.code_form), bytes(card.code_commitment),
-    )
-
-
-def _proof(session: Session, card: PubCard, batch: PubBatch, leaf: CardLeaf) -> list[bytes]:
-    n_nodes = 2 * batch.card_count - 1
-    positions = proof_positions(card.tree_pos, n_nodes)
-    nodes = repo.load_nodes(session, batch.id, [card.tree_pos, *positions])
-    expected = leaf_hash(leaf)
-    root = bytes.fromhex(batch.root[2:])
-    if card.tree_pos and nodes.get(card.tree_pos) != expected:
-        raise StoreCorrupt(f"the stored tree of batch {batch.batch_id} does not hold card {card.serial}'s leaf")
-    try:
-        proof = [nodes[p] for p in positions]
-        if process_proof(expected, proof) != root:
-            raise InvalidProof("the proof does not reach the root")
-    except (KeyError, InvalidProof):
-        raise StoreCorrupt(f"the stored tree of batch {batch.batch_id} is corrupt") from None
-    return proof
-
-
 def find_card(session: Session, canon: str) -> CardRecord | None:
-    """The card with this canonical serial (no dashes), with its leaf and proof; None if none is published."""
-    found = repo.card_by_serial(session, canon)
-    if found is None:
-        return None
-    card, batch = found
-    leaf = leaf_of(card, batch)
-    return CardRecord(serial=format_serial(leaf.serial), index=card.index, leaf=leaf,
-                      proof=_proof(session, card, batch, leaf), batch=_batch_record(batch))
+    """The card with this canonical serial (no dashes), with its leaf and proof checked against the stored root;
+    None if none is published. (Tools and tests; the service keeps a :class:`~verify_api.card_reader.CardReader`.)"""
+    from verify_api.card_reader import CardReader
+
+    return CardReader(session.get_bind()).read(canon)[0]
 
 
 def batch_record(session: Session, batch_id: str) -> BatchRecord | None:

@@ -32,9 +32,9 @@ class ChainInfo(BaseModel):
 class CardStatus(BaseModel):
     revoked: bool | None
     redeemed: bool | None
-    source: Literal["chain", "database", "chain+database"] | None = Field(
-        description="chain: the registry's bitmaps; database: chain bits unknown (chain unreachable); "
-                    "chain+database: the database knows of a change not yet on chain.")
+    source: Literal["chain"] | None = Field(
+        description="chain: the registry's bitmaps (the public side keeps no status of its own); null when the "
+                    "card's bits could not be read (verdict unknown, reason status_unavailable).")
     block: int | None
 
 

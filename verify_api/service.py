@@ -1,7 +1,8 @@
 """The card service: database records + chain view -> the public answer about a card.
 
 Hot path: a lookup whose card record, chain facts and counts are all cached is answered without any
-I/O (``view_fast``); otherwise ``view`` reads what is missing (database, chain) in a worker thread.
+I/O (``view_fast``); a card not cached whose chain facts are is read with one query on the event loop
+(``view_async``, PostgreSQL); otherwise ``view`` reads what is missing (database, chain) in a worker thread.
 
 Unknown serials cost the same work and get the same shape as known ones: the database lookup that
 misses is followed by the same lookup of a real "decoy" card, the same chain reads for the decoy's

@@ -33,12 +33,12 @@ class ChainFacts:
 class Verdict:
     verdict: str
     #: Machine-readable why: ok, no_such_card, chain_unavailable, batch_not_anchored, root_mismatch,
-    #: proof_invalid, index_out_of_range, issuer_mismatch, issuer_not_approved, batch_revoked, card_revoked, redeemed, expired.
+    #: proof_invalid, index_out_of_range, issuer_mismatch, issuer_not_approved, status_unavailable,
+    #: batch_revoked, card_revoked, redeemed, expired.
     reason: str
     revoked: bool | None = None
     redeemed: bool | None = None
-    #: Where the status came from: chain, database (chain bits unknown), chain+database (the database
-    #: knows of a change the chain does not show yet), or None (no status: not authentic).
+    #: Where the status came from: "chain" (the registry's bitmaps), or None (no status known).
     source: str | None = None
 
 
@@ -77,18 +77,15 @@ def decide(
     if issuer_has_role is False:
         return Verdict("unknown", "issuer_not_approved")
 
-    db_revoked = bool(record.db_revoked)
-    db_redeemed = record.db_redeemed_at is not None
     if facts.revoked_bit is None or facts.redeemed_bit is None:
-        revoked = b.revoked or bool(facts.revoked_bit) or db_revoked
-        redeemed = bool(facts.redeemed_bit) or db_redeemed
-        source = "database"
-    else:
-        chain_revoked = b.revoked or facts.revoked_bit
-        chain_redeemed = facts.redeemed_bit
-        revoked = chain_revoked or db_revoked
-        redeemed = chain_redeemed or db_redeemed
-        source = "chain" if (revoked, redeemed) == (chain_revoked, chain_redeemed) else "chain+database"
+        # The card's bits could not be read (the chain does not answer and they were never cached): genuine, but
+        # revoked or used, nobody here can say; the public side keeps no status of its own to fall back on.
+        if b.revoked:
+            return Verdict("revoked", "batch_revoked", True, None, "chain")
+        return Verdict("unknown", "status_unavailable")
+    revoked = b.revoked or facts.revoked_bit
+    redeemed = facts.redeemed_bit
+    source = "chain"
 
     # Redeemed first, as CardRegistry.verifyCard: a card used before its batch was revoked stays redeemed (and is
     # paid for); a card revoked on its own can never be redeemed.

@@ -303,3 +303,42 @@ def open_database(settings: Settings | None = None, *, url: str | URL | None = N
         engine.dispose()
         raise
     return engine, session_factory(engine)
+
+
+def run_alembic_env(target_metadata: sa.MetaData) -> None:
+    """The body of a migrations folder's ``env.py`` (the supplier's and the public database's alike).
+
+    Run programmatically through :func:`upgrade` (no alembic.ini): the caller passes an open connection in
+    ``config.attributes["connection"]``, or a URL in the ``sqlalchemy.url`` main option (what the ``alembic``
+    command line does given a config whose ``script_location`` is the folder)."""
+    from alembic import context
+
+    config = context.config
+
+    def configure(connection: Connection) -> None:
+        context.configure(connection=connection, target_metadata=target_metadata,
+                          render_as_batch=connection.dialect.name == "sqlite", compare_type=True,
+                          transaction_per_migration=False)
+
+    if context.is_offline_mode():
+        url = config.get_main_option("sqlalchemy.url")
+        context.configure(url=url, target_metadata=target_metadata, literal_binds=True,
+                          dialect_opts={"paramstyle": "named"}, render_as_batch=bool(url and url.startswith("sqlite")))
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        configure(connection)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = make_engine(config.get_main_option("sqlalchemy.url"))
+    try:
+        with engine.connect() as conn:
+            configure(conn)
+            with context.begin_transaction():
+                context.run_migrations()
+            conn.commit()
+    finally:
+        engine.dispose()

@@ -118,9 +118,12 @@ def test_redeemed_on_chain():
     assert (v.verdict, v.redeemed, v.source) == ("redeemed", True, "chain")
 
 
-def test_bits_unknown_are_not_chain_facts():
-    v = decide(record(), facts(rev=None, red=None), proof_root=ROOT)
-    assert (v.verdict, v.source) == ("authentic", "database")
+def test_bits_unknown_are_not_called_authentic():
+    """A card whose bits could not be read may be revoked or used: not "authentic" (the public side keeps no
+    status to fall back on)."""
+    for rev, red in ((None, None), (False, None), (None, False)):
+        v = decide(record(), facts(rev=rev, red=red), proof_root=ROOT)
+        assert (v.verdict, v.reason, v.source) == ("unknown", "status_unavailable", None)
     # a batch revoked on chain is revoked even when the card's bits could not be read
     v = decide(record(), facts(batch=onchain(revoked=True, revoke_reason=2), rev=None, red=None), proof_root=ROOT)
     assert (v.verdict, v.reason) == ("revoked", "batch_revoked")

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
-from typing import Any
-
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import delete, insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from verify_api.storage.models import PubBatch, PubCard, PubMeta, PubTile
-from verify_api.storage.tiles import make_tiles, node_from_tiles, tiles_for
+from verify_api.storage.models import PubCard, PubMeta, PubTile
+from verify_api.storage.tiles import make_tiles
 
-__all__ = ["bulk_insert_cards", "card_by_serial", "get_or_create_secret", "load_nodes",
-           "save_tiles"]
+__all__ = ["bulk_insert_cards", "get_or_create_secret", "save_tiles"]
 
 _CARD_COLUMNS = 'serial, batch_pk, "index", code_commitment, tree_pos, tile'
 
@@ -72,43 +69,6 @@ def save_tiles(session: Session | Connection, batch_pk: int, nodes: bytes) -> in
     for i in range(0, len(rows), 1000):
         conn.execute(insert(table), rows[i:i + 1000])
     return len(rows)
-
-
-def load_nodes(session: Session | Connection, batch_pk: int, positions: Iterable[int]) -> dict[int, bytes]:
-    """The nodes at these heap positions (root excluded), reading only their tiles, in one query."""
-    wanted = [p for p in set(positions) if p >= 1]
-    if not wanted:
-        return {}
-    wanted_tiles = sorted(tiles_for(wanted))
-    tiles = {t: bytes(d) for t, d in _conn(session).execute(
-        _tiles_query(len(wanted_tiles)), {"b": batch_pk, **{f"t{i}": t for i, t in enumerate(wanted_tiles)}})}
-    out: dict[int, bytes] = {}
-    for p in wanted:
-        node = node_from_tiles(tiles, p)
-        if node is not None:
-            out[p] = node
-    return out
-
-
-_TILES_QUERIES: dict[int, Any] = {}
-
-
-def _tiles_query(n: int) -> Any:
-    """``SELECT tile, data ... WHERE batch_pk = :b AND tile IN (:t0 .. :t{n-1})``, built once per ``n`` (a
-    proof reads about 4 tiles): plain bound parameters, cheaper to run than an expanding IN."""
-    q = _TILES_QUERIES.get(n)
-    if q is None:
-        t = PubTile.__table__
-        q = _TILES_QUERIES[n] = select(t.c.tile, t.c.data).where(
-            t.c.batch_pk == bindparam("b"), t.c.tile.in_([bindparam(f"t{i}") for i in range(n)]))
-    return q
-
-
-def card_by_serial(session: Session, canon: str) -> tuple[PubCard, PubBatch] | None:
-    """The card with this canonical serial and its batch, in one query (None if unknown)."""
-    row = session.execute(select(PubCard, PubBatch).join(PubBatch, PubCard.batch_pk == PubBatch.id)
-                          .where(PubCard.serial == canon)).first()
-    return None if row is None else (row[0], row[1])
 
 
 def get_or_create_secret(session: Session, key: str, nbytes: int = 32) -> bytes:
