@@ -41,15 +41,22 @@ def chain_down(json_out: JsonOpt = False) -> None:
 
 @chain_app.command("status")
 def chain_status(json_out: JsonOpt = False) -> None:
-    """Say whether the local chain is running."""
-    info = local_node.status(get_settings().home)
+    """Say whether the local chain is running and answering (exit 3: not running; 4: running, not answering)."""
+    info = local_node.recorded(get_settings().home)
+    answering = info is not None and local_node.rpc_chain_id(info.url) is not None
     if json_out:
-        emit_json({"running": info is not None, "url": info.url if info else None,
+        emit_json({"running": info is not None, "answering": answering, "url": info.url if info else None,
                    "pid": info.pid if info else None, "chain_id": info.chain_id if info else None})
+        if info is not None and not answering:
+            raise typer.Exit(4)
         return
     if info is None:
         say("chain is not running (start it with `cardproof chain up`)")
         raise typer.Exit(3)
+    if not answering:
+        say(f"chain running at {info.url} (pid {info.pid}) but not answering: frozen or overloaded "
+            "(`cardproof chain down` stops it)")
+        raise typer.Exit(4)
     say(f"chain running at {info.url} (chain id {info.chain_id}, pid {info.pid})")
 
 

@@ -125,16 +125,7 @@ def resolve_rpc(settings: Settings) -> str:
 def _recorded_node(home: Any) -> local_node.NodeInfo | None:
     """The anvil that `cardproof chain up` started for this home, if its process is alive, answering or not: it
     is not asked here (connect() asks it, with the RPC timeout, and says so when a frozen node does not answer)."""
-    import json
-
-    try:
-        info = local_node.NodeInfo(**json.loads(local_node._info_path(home).read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError):
-        return None
-    if local_node._pid_alive(info.pid):
-        return info
-    local_node.status(home)  # removes the stale record
-    return None
+    return local_node.recorded(home)
 
 
 def dev_accounts(w3: Web3, chain_id: int, count: int = 1) -> list[LocalAccount]:

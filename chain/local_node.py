@@ -110,24 +110,35 @@ def _last_port(home: Path) -> int | None:
         return None
 
 
-def status(home: Path) -> NodeInfo | None:
-    """The running node for this home, or None (a stale record is removed)."""
+def recorded(home: Path) -> NodeInfo | None:
+    """The node `chain up` started for this home if its process is alive, answering or not (a record left by a
+    dead process is removed)."""
     path = _info_path(home)
     try:
         info = NodeInfo(**json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return None
-    if _pid_alive(info.pid) and rpc_chain_id(info.url) is not None:
+    if _pid_alive(info.pid):
         return info
-    if not _pid_alive(info.pid):
-        path.unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+    return None
+
+
+def status(home: Path) -> NodeInfo | None:
+    """The running node for this home that answers, or None (a stale record is removed)."""
+    info = recorded(home)
+    if info is not None and rpc_chain_id(info.url) is not None:
+        return info
     return None
 
 
 def start(home: Path, port: int | None = None, timeout: float = 30.0) -> NodeInfo:
     """Start anvil for `home` (or return the one already running)."""
-    running = status(home)
+    running = recorded(home)
     if running is not None:
+        if rpc_chain_id(running.url) is None:
+            raise NodeError(f"the chain of this home (pid {running.pid}, {running.url}) is running but does not "
+                            "answer (frozen or overloaded); run `cardproof chain down` first")
         if port is not None and port != running.port:
             raise NodeError(f"a chain is already running on port {running.port}; run `cardproof chain down` first")
         return running
@@ -176,6 +187,7 @@ def stop(home: Path, timeout: float = 15.0) -> NodeInfo | None:
         return None
     if _pid_alive(info.pid):
         os.kill(info.pid, signal.SIGTERM)
+        os.kill(info.pid, signal.SIGCONT)  # a frozen (stopped) node handles the SIGTERM, and saves its state
         deadline = time.monotonic() + timeout
         while _pid_alive(info.pid) and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -8,6 +8,7 @@ node does not answer, never "no chain configured".
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -251,7 +252,7 @@ def test_a_frozen_node_costs_a_lookup_at_most_the_timeout(node, tmp_path):
         with pytest.raises(ChainUnreachable) as info:
             client.block_number()
         took = time.monotonic() - started
-        assert TIMEOUT * 0.9 <= took < TIMEOUT + 1.0
+        assert TIMEOUT * 0.9 <= took < TIMEOUT + 5.0  # one timeout, not web3's 5 retries (bounds kept loose)
         assert str(info.value) == f"the chain node at {node.url} does not answer (timed out after {TIMEOUT:g} s)"
         breaker = breaker_for(node.url)
         assert breaker.state == "open" and breaker.openings == 1
@@ -262,7 +263,7 @@ def test_a_frozen_node_costs_a_lookup_at_most_the_timeout(node, tmp_path):
         for _ in range(20):
             with pytest.raises(ChainUnreachable, match=r"timed out after 1.5 s\); not asked again for"):
                 client.block_number()
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 3.0  # 20 x the timeout if the node were asked
     # Resumed: after the cool-down one probe closes the circuit.
     time.sleep(1.05)
     assert client.block_number() >= 0
@@ -285,5 +286,37 @@ def test_cli_on_a_frozen_node_says_so_in_one_line_within_the_timeout(node, tmp_p
     assert run.returncode == 1 and run.stdout == ""
     assert run.stderr == f"cardproof: the chain node at {node.url} does not answer (timed out after {TIMEOUT:g} s)\n"
     assert "no chain configured" not in run.stderr
-    # timeout + the interpreter's start (imports); the old default was 5 retries of 10 s each
-    assert took < TIMEOUT + 8, took
+    # timeout + the interpreter's start (imports, 2-3 s, more on a loaded machine); the old default was 5 retries
+    # of 10 s each (55 s)
+    assert took < TIMEOUT + 20, took
+
+
+@pytest.mark.anvil
+def test_chain_status_and_up_on_a_frozen_node_say_it_runs_but_does_not_answer(node, tmp_path):
+    """Not "not running" (the operator would start a second chain beside the frozen one)."""
+    home = Path(node.state_path).parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDPROOF_")}
+    env.update(CARDPROOF_HOME=str(home), PYTHONPATH=str(REPO))
+
+    def cardproof(*args):
+        return subprocess.run([sys.executable, "-m", "cardproof", *args], env=env, cwd=REPO, capture_output=True,
+                              text=True, timeout=60, check=False)
+
+    ok = cardproof("chain", "status", "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["answering"] is True
+    with frozen(node):
+        st = cardproof("chain", "status")
+        assert st.returncode == 4, st
+        assert f"chain running at {node.url} (pid {node.pid}) but not answering" in st.stdout + st.stderr
+        js = cardproof("chain", "status", "--json")
+        assert js.returncode == 4 and json.loads(js.stdout) == {
+            "running": True, "answering": False, "url": node.url, "pid": node.pid, "chain_id": node.chain_id}
+        up = cardproof("chain", "up")
+        assert up.returncode != 0 and up.stdout == ""
+        assert up.stderr.strip().splitlines() == [
+            f"cardproof: the chain of this home (pid {node.pid}, {node.url}) is running but does not answer "
+            "(frozen or overloaded); run `cardproof chain down` first"]
+        assert local_node.recorded(home) == node  # no second chain was started
+    down = cardproof("chain", "down")  # a node frozen again is still stopped, its state saved
+    assert down.returncode == 0, down
+    assert local_node.recorded(home) is None
