@@ -193,3 +193,19 @@ def order_json(order: Any, token: TokenMeta, ranges: Any = ()) -> dict[str, Any]
         "delivery": {"batch_id": "0x" + bytes(order.batch_id).hex(), "ranges": ranges_json(ranges)}
         if delivered else None,
     }
+
+
+_RANGE = re.compile(r"\s*(\d{1,10})\s*:\s*(\d{1,10})\s*")
+
+
+def parse_ranges(texts: list[str] | None, *, what: str = "--range") -> list[tuple[int, int]]:
+    """Card ranges typed as START:COUNT (COUNT > 0); ValueError with a one-line message otherwise."""
+    out = []
+    for text in texts or []:
+        m = _RANGE.fullmatch(text)
+        if not m or int(m.group(2)) == 0:
+            raise ValueError(f"{what}: {text!r} is not START:COUNT with COUNT > 0 (like 0:10)")
+        out.append((int(m.group(1)), int(m.group(2))))
+    if not out:
+        raise ValueError(f"give the delivered cards with {what} START:COUNT (repeatable)")
+    return out

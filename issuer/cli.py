@@ -257,19 +257,15 @@ def order_deliver(
     import re
 
     from chain.escrow import Escrow
-    from chain.escrow_view import ranges_json
+    from chain.escrow_view import parse_ranges, ranges_json
     from issuer.escrow_acts import deliver_order
 
     if not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", batch or ""):
         raise _arg_error(f"--batch: {batch!r} is not a batch id (0x + 64 hex digits)")
-    rs = []
-    for text in ranges or []:
-        m = re.fullmatch(r"\s*(\d{1,10})\s*:\s*(\d{1,10})\s*", text)
-        if not m or int(m.group(2)) == 0:
-            raise _arg_error(f"--range: {text!r} is not START:COUNT with COUNT > 0 (like 0:10)")
-        rs.append((int(m.group(1)), int(m.group(2))))
-    if not rs:
-        raise _arg_error("give the delivered cards with --range START:COUNT (repeatable)")
+    try:
+        rs = parse_ranges(ranges)
+    except ValueError as exc:
+        raise _arg_error(str(exc)) from None
     batch_id = bytes.fromhex(batch[2:] if batch.lower().startswith("0x") else batch)
     rt = Runtime()
     result = deliver_order(rt.sessions, Escrow.deployed(rt.client, rt.settings.home), order_id, batch_id, rs)

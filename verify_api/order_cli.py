@@ -13,7 +13,6 @@ Every failure is a :class:`chain.errors.CardproofError`: the console prints one 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,10 +45,6 @@ class NotDevChain(ChainError):
     """The command works on development chains only."""
 
     code = "not_dev_chain"
-
-
-_BATCH_ID = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
-_RANGE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
 
 @dataclass
@@ -87,24 +82,6 @@ def _address(text: str, what: str) -> str:
     if not Web3.is_address(text or ""):
         raise InvalidArgument(f"{what}: {text!r} is not an address (0x + 40 hex digits)")
     return Web3.to_checksum_address(text)
-
-
-def _batch_id(text: str) -> bytes:
-    if not _BATCH_ID.match(text or ""):
-        raise InvalidArgument(f"--batch: {text!r} is not a batch id (0x + 64 hex digits)")
-    return bytes.fromhex(text[2:] if text.lower().startswith("0x") else text)
-
-
-def _ranges(texts: list[str]) -> list[tuple[int, int]]:
-    if not texts:
-        raise InvalidArgument("give the delivered cards with --range START:COUNT (repeatable)")
-    out = []
-    for text in texts:
-        m = _RANGE.match(text)
-        if not m or int(m.group(2)) == 0:
-            raise InvalidArgument(f"--range: {text!r} is not START:COUNT with COUNT > 0 (like 0:10)")
-        out.append((int(m.group(1)), int(m.group(2))))
-    return out
 
 
 def _tx(receipt: Any) -> str:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.api.world import World, free_port
+from tests.netkit import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 CARDPROOF = [sys.executable, "-m", "cardproof"]
@@ -80,8 +81,4 @@ def test_running_public_service_holds_no_secret(world, tmp_path):
             assert not [f for f in opened if f.endswith(".key") or "cardproof.db" in f], opened
         assert not (home / "master.key").exists() and not (home / "cardproof.db").exists()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)

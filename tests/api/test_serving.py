@@ -17,6 +17,7 @@ import pytest
 
 from tests.api.test_public_process import CARDPROOF, _env, _tree
 from tests.api.world import free_port
+from tests.netkit import stop_process
 
 WORKERS = 2
 CONNECTIONS = 32
@@ -60,11 +61,7 @@ def service(world, tmp_path):
         _wait_ready(proc, port, WORKERS)
         yield proc, port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 def _workers(proc: subprocess.Popen) -> list[int]:
