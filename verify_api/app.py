@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 from chain.settings import Settings
 from verify_api.deps import AppDeps
 from verify_api.errors import install_error_handlers
+from verify_api.fastpath import CardFastPath
 from verify_api.jsonresp import JSONResponse
 from verify_api.metrics import MetricsMiddleware
 
@@ -71,5 +72,6 @@ def create_app(settings: Settings | None = None, *, deps: AppDeps | None = None)
         app.include_router(module.router)
     # The card page's own script (verify_api/static/codecheck.js); no third-party assets.
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
+    app.add_middleware(CardFastPath)  # inside the metrics middleware, which counts its requests too
     app.add_middleware(MetricsMiddleware)
     return app

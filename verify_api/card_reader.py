@@ -29,11 +29,11 @@ from sqlalchemy.engine import Engine
 
 from issuer.core.errors import InvalidProof
 from issuer.core.leaf import LEAF_VERSION, CardLeaf, currency_to_bytes3, leaf_hash, sku_to_bytes32
-from issuer.core.merkle import process_proof, proof_positions
+from issuer.core.merkle import is_leaf_position, process_proof, proof_positions
 from issuer.core.serial import format_serial, parse_serial
 from verify_api.lookup import BatchRecord, CardRecord, StoreCorrupt
 from verify_api.storage.models import PubBatch, PubCard, PubTile
-from verify_api.storage.tiles import TILE_HEIGHT, depth, node_from_tiles, tile_of
+from verify_api.storage.tiles import TILE_HEIGHT, MissingTile, depth, tile_of, walk
 
 __all__ = ["CardReader", "StatsRow"]
 
@@ -203,22 +203,35 @@ class CardReader:
         leaf = CardLeaf(LEAF_VERSION, batch_id, index, parse_serial(canon), sku, batch.face_value,
                         currency_to_bytes3(batch.currency), batch.expiry, batch.code_form, commitment)
         expected = leaf_hash(leaf)
-        positions = proof_positions(tree_pos, 2 * batch.card_count - 1)
+        corrupt = f"the stored tree of batch {batch.batch_id} is corrupt"
+        if not is_leaf_position(tree_pos, 2 * batch.card_count - 1):
+            raise StoreCorrupt(corrupt)
         tiles: dict[int, bytes] = {}
         if tile is not None:
             if tile_data is None:
                 raise StoreCorrupt(f"the stored tree of batch {batch.batch_id} lacks the tile of card {canon}")
             tiles[int(tile)] = bytes(tile_data)
-        needed = {tile_of(p) for p in positions} - tiles.keys()
-        tiles.update(self._upper_tiles(batch_pk, needed, io))
+        cached = self._tiles
+
+        def get(t: int) -> bytes | None:
+            data = tiles.get(t)
+            return data if data is not None else cached.get((batch_pk, t))
+
         try:
-            if tree_pos and node_from_tiles(tiles, tree_pos) != expected:
+            try:
+                node, proof = walk(get, tree_pos)
+            except MissingTile:
+                if not io:
+                    raise _NeedsIO from None
+                needed = {tile_of(p) for p in proof_positions(tree_pos, 2 * batch.card_count - 1)} - tiles.keys()
+                tiles.update(self._upper_tiles(batch_pk, needed, io))
+                node, proof = walk(get, tree_pos)
+            if tree_pos and node != expected:
                 raise InvalidProof("the stored leaf is not this card's")
-            proof = [node_from_tiles(tiles, p) for p in positions]
-            if None in proof or process_proof(expected, proof) != root:
+            if process_proof(expected, proof) != root:
                 raise InvalidProof("the proof does not reach the root")
-        except InvalidProof:
-            raise StoreCorrupt(f"the stored tree of batch {batch.batch_id} is corrupt") from None
+        except (InvalidProof, MissingTile):
+            raise StoreCorrupt(corrupt) from None
         return CardRecord(serial=format_serial(leaf.serial), index=index, leaf=leaf, proof=proof, batch=batch,
                           leaf_hash=expected, proven_root=root)
 

@@ -195,38 +195,41 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+async def error_response(request: Request, exc: Exception) -> JSONResponse:
+    """The JSON error answer for any exception (the one handler of every error type, and of the card route's fast
+    path, verify_api.fastpath)."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, DatabaseUnavailable) or is_database_outage(exc):
+        # One log line per outage (Outage), not one per request.
+        database_outage(engine_of(getattr(request.app.state, "deps", None))).failed(exc)
+        err = exc if isinstance(exc, DatabaseUnavailable) else DatabaseUnavailable()
+        return JSONResponse(error_body(err.code, err.message), status_code=err.status, headers=dict(err.headers))
+    if isinstance(exc, RequestValidationError):
+        status, code, message = 422, "invalid_request", _validation_message(exc)
+    elif isinstance(exc, StarletteHTTPException) and exc.status_code == 400:
+        # FastAPI's "error parsing the body": malformed input like any other.
+        status, code, message = 422, "invalid_request", _one_line(exc.detail or "the request body is malformed")
+    elif isinstance(exc, StarletteHTTPException):
+        status = exc.status_code
+        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}.get(
+            status, "http_error")
+        message = _one_line(exc.detail) if exc.detail else code.replace("_", " ")
+        headers = dict(exc.headers or {})
+    elif isinstance(exc, (CardproofError, CoreError)):
+        status, code, message = http_status(exc), error_code(exc), _one_line(exc)
+        if isinstance(exc, ApiError):
+            headers = dict(exc.headers)
+        if status >= 500:
+            log.warning("%s %s -> %s %s: %s", request.method, request.url.path, status, code, message)
+    else:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        status, code, message = 500, "internal", "internal error"
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """One handler for every error: CardproofError/CoreError by type, validation 422, HTTP errors, bugs 500."""
-
-    async def handle(request: Request, exc: Exception) -> JSONResponse:
-        headers: dict[str, str] = {}
-        if isinstance(exc, DatabaseUnavailable) or is_database_outage(exc):
-            # One log line per outage (Outage), not one per request.
-            database_outage(engine_of(getattr(request.app.state, "deps", None))).failed(exc)
-            err = exc if isinstance(exc, DatabaseUnavailable) else DatabaseUnavailable()
-            return JSONResponse(error_body(err.code, err.message), status_code=err.status, headers=dict(err.headers))
-        if isinstance(exc, RequestValidationError):
-            status, code, message = 422, "invalid_request", _validation_message(exc)
-        elif isinstance(exc, StarletteHTTPException) and exc.status_code == 400:
-            # FastAPI's "error parsing the body": malformed input like any other.
-            status, code, message = 422, "invalid_request", _one_line(exc.detail or "the request body is malformed")
-        elif isinstance(exc, StarletteHTTPException):
-            status = exc.status_code
-            code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}.get(
-                status, "http_error")
-            message = _one_line(exc.detail) if exc.detail else code.replace("_", " ")
-            headers = dict(exc.headers or {})
-        elif isinstance(exc, (CardproofError, CoreError)):
-            status, code, message = http_status(exc), error_code(exc), _one_line(exc)
-            if isinstance(exc, ApiError):
-                headers = dict(exc.headers)
-            if status >= 500:
-                log.warning("%s %s -> %s %s: %s", request.method, request.url.path, status, code, message)
-        else:
-            log.exception("internal error on %s %s", request.method, request.url.path)
-            status, code, message = 500, "internal", "internal error"
-        return JSONResponse(error_body(code, message), status_code=status, headers=headers)
-
+    handle = error_response
     _watch_on_startup(app)
     # Database errors get handlers of their own: a handler for Exception runs in Starlette's outermost
     # middleware, which re-raises after answering (a traceback per request, and the connection dropped).

@@ -145,6 +145,7 @@ def publish_dump(sessions: sessionmaker[Session], registry: Registry, batch_id_t
                                                   tile_of(p) if p else None)
                                                  for s, leaf, p in zip(serials, leaves, positions)))
                 repo.save_tiles(session, stored.id, tree.nodes)
+            _settle_new_rows(sessions)
             return PublishResult(bid, n, row.root, True, superseded)
         except Exception as exc:  # IntegrityError, or psycopg's UniqueViolation unwrapped from COPY
             if not (isinstance(exc, IntegrityError) or "unique" in str(exc).lower()
@@ -155,6 +156,23 @@ def publish_dump(sessions: sessionmaker[Session], registry: Registry, batch_id_t
             superseded = _supersede_squatters(sessions, serials, row)
     raise DumpRejected("serial_conflict", "a serial of this batch is already published in a batch anchored "
                                           "no later than this one", 409)
+
+
+def _settle_new_rows(sessions: sessionmaker[Session]) -> None:
+    """On PostgreSQL, VACUUM (ANALYZE) the tables a publish filled: the new rows are marked all-visible (lookups
+    read the index without the heap where they can) and the planner knows the tables' new sizes, now rather than
+    when autovacuum wakes up in the middle of the lookups that follow. VACUUM skips the pages it has marked
+    before, so its cost follows the batch's size, not the table's. Never fatal: autovacuum does it later."""
+    import logging
+
+    engine = sessions.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        return
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM (ANALYZE) pub_cards, pub_tiles")
+    except Exception as exc:  # noqa: BLE001
+        logging.getLogger("cardproof.api.publish").warning("VACUUM after publishing failed: %s", type(exc).__name__)
 
 
 def _copy(row: PubBatch) -> PubBatch:

@@ -41,6 +41,11 @@ NO_STORE = {"Cache-Control": "no-store"}
 @router.get("/{serial}", response_model=CardVerification, responses=ERRORS,
             summary="Verify a card: verdict, issuer, product, batch anchor and Merkle proof")
 async def get_card(serial: Serial, request: Request) -> JSONResponse:
+    return await card_answer(request, serial)
+
+
+async def card_answer(request: Request, serial: str) -> JSONResponse:
+    """The answer of GET /v1/cards/{serial} (the route above, and its fast path: verify_api.fastpath)."""
     deps = request.app.state.deps
     client = client_info(request, deps)
     rate_limit(deps, "lookup", client.hash, "lookup_rate")

@@ -10,9 +10,10 @@ of a tree of depth ``d`` touches ``ceil(d / k)`` tiles: 5 rows of 2 KiB for a mi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
-__all__ = ["NODE", "TILE_HEIGHT", "depth", "make_tiles", "node_from_tiles", "tile_of", "tiles_for"]
+__all__ = ["NODE", "TILE_HEIGHT", "MissingTile", "depth", "make_tiles", "node_from_tiles", "tile_of", "tiles_for",
+           "walk"]
 
 NODE = 32
 TILE_HEIGHT = 5
@@ -77,3 +78,38 @@ def node_from_tiles(tiles: dict[int, bytes], pos: int) -> bytes | None:
 
 def tiles_for(positions: Iterable[int]) -> set[int]:
     return {tile_of(p) for p in positions}
+
+
+class MissingTile(KeyError):
+    """A tile a walk needed is not at hand (its root's heap position is ``tile``)."""
+
+    def __init__(self, tile: int) -> None:
+        super().__init__(tile)
+        self.tile = tile
+
+
+def walk(get: Callable[[int], bytes | None], tree_pos: int) -> tuple[bytes | None, list[bytes]]:
+    """(the node at ``tree_pos``, its proof: the siblings bottom-up), read out of the tiles ``get`` returns, in one
+    pass up the tree (the hot path's version of :func:`node_from_tiles` over ``proof_positions``). The node is
+    None for the root (a one-card tree). Raises MissingTile for a tile ``get`` does not have; a short tile gives
+    short nodes, which the caller's proof check refuses."""
+    proof: list[bytes] = []
+    node = None
+    p = tree_pos
+    d = (p + 1).bit_length() - 1
+    while p > 0:
+        up = d - ((d - 1) // TILE_HEIGHT) * TILE_HEIGHT  # levels from p up to its tile's root
+        root = ((p + 1) >> up) - 1
+        data = get(root)
+        if data is None:
+            raise MissingTile(root)
+        base = (1 << up) - 2 - (((root + 1) << up) - 1)  # slot = base + position, within this tile
+        if node is None and p == tree_pos:
+            off = (base + p) * NODE
+            node = data[off: off + NODE]
+        sib = p + 1 if p & 1 else p - 1
+        off = (base + sib) * NODE
+        proof.append(data[off: off + NODE])
+        p = (p - 1) >> 1
+        d -= 1
+    return node, proof
