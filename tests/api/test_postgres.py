@@ -154,3 +154,34 @@ def _dump(world, batch_id):
     from tests.api.world import dump_of
 
     return dump_of(world, batch_id)
+
+
+def test_workers_starting_together_agree_on_the_database_secret(pg_sessions):
+    """Every worker makes the scan-hashing secret on first use; started together, one lost the race with a unique
+    violation and died (seen under scripts/bench_api). Now all get the one stored."""
+    import threading
+
+    from verify_api.storage.repository import get_or_create_secret
+
+    barrier = threading.Barrier(8)
+    got, errors = [], []
+
+    def worker():
+        try:
+            with pg_sessions.begin() as session:
+                from verify_api.storage.models import PubMeta
+
+                session.get(PubMeta, "race")  # every worker looks first, and finds nothing
+                barrier.wait()
+                got.append(get_or_create_secret(session, "race"))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(got) == 8 and len(set(got)) == 1 and len(got[0]) == 32
+    with pg_sessions() as session:
+        assert get_or_create_secret(session, "race") == got[0]

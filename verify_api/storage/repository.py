@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -72,18 +72,22 @@ def save_tiles(session: Session | Connection, batch_pk: int, nodes: bytes) -> in
 
 
 def get_or_create_secret(session: Session, key: str, nbytes: int = 32) -> bytes:
-    """A random secret of this database (e.g. the key hashing client addresses), made on first use."""
+    """A random secret of this database (e.g. the key hashing client addresses), made on first use.
+
+    Workers starting together may all find it missing: each offers one with INSERT ... ON CONFLICT DO NOTHING (which
+    on PostgreSQL waits for a concurrent insert to commit) and then reads the one stored, so all agree on it and
+    none fails (a plain INSERT lost the race with a unique violation, and the worker with it)."""
     row = session.get(PubMeta, key)
-    if row is None:
-        value = secrets.token_bytes(nbytes)
-        session.add(PubMeta(key=key, value=value.hex()))
-        try:
-            session.flush()
-        except Exception:  # noqa: BLE001 - made concurrently by another process: read theirs
-            session.rollback()
-            row = session.get(PubMeta, key)
-            if row is None:
-                raise
-            return bytes.fromhex(row.value)
-        return value
-    return bytes.fromhex(row.value)
+    if row is not None:
+        return bytes.fromhex(row.value)
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    offered = secrets.token_bytes(nbytes).hex()
+    session.execute(dialect_insert(PubMeta).values(key=key, value=offered)
+                    .on_conflict_do_nothing(index_elements=["key"]))
+    stored = session.execute(select(PubMeta.value).where(PubMeta.key == key)
+                             .execution_options(populate_existing=True)).scalar_one()
+    return bytes.fromhex(stored)
