@@ -229,3 +229,20 @@ def delete_all_rows(engine, *, public: bool = False) -> None:
     with engine.begin() as conn:
         for table in reversed(import_all_models().sorted_tables):
             conn.execute(table.delete())
+
+
+@contextlib.contextmanager
+def backend_engine(make_sqlite, pg_url: str | None, **engine_kw) -> Iterator:
+    """A test's engine: a fresh SQLite one (``make_sqlite()``) when ``pg_url`` is None, else one on that shared,
+    migrated PostgreSQL schema, whose rows are deleted afterwards. Disposed either way."""
+    from issuer.storage.db import make_engine
+
+    eng = make_sqlite() if pg_url is None else make_engine(pg_url, **engine_kw)
+    try:
+        yield eng
+    finally:
+        try:
+            if pg_url is not None:
+                delete_all_rows(eng)
+        finally:
+            eng.dispose()

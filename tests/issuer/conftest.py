@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from chain.registry import Registry
 from issuer.secrets_store import MasterKey
-from issuer.storage.db import make_engine, session_factory, upgrade
+from issuer.storage.db import session_factory, upgrade
 from tests import dbutil
 from tests.chainkit import ChainEnv
 
@@ -37,22 +37,10 @@ def issuer_pg_migrated_url(pg_database_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def engine(db_backend: str, request: pytest.FixtureRequest, tmp_path, sqlite_template) -> Iterator[sa.Engine]:
-    if db_backend == "sqlite":
-        eng = dbutil.sqlite_engine_from(sqlite_template, tmp_path / "cardproof.db", **POOL)
-        try:
-            yield eng
-        finally:
-            eng.dispose()
-        return
-    url = request.getfixturevalue("issuer_pg_migrated_url")
-    eng = make_engine(url, **POOL)
-    try:
+    pg_url = None if db_backend == "sqlite" else request.getfixturevalue("issuer_pg_migrated_url")
+    with dbutil.backend_engine(lambda: dbutil.sqlite_engine_from(sqlite_template, tmp_path / "cardproof.db", **POOL),
+                               pg_url, **POOL) as eng:
         yield eng
-    finally:
-        try:
-            dbutil.delete_all_rows(eng)
-        finally:
-            eng.dispose()
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from issuer.service.auth import create_api_key
 from issuer.service.config import ServiceSettings
 from issuer.service.ratelimit import MemoryLimiter
 from tests.netkit import LiveServer, free_port  # noqa: F401 - re-exported for the service tests
-from issuer.storage.db import make_engine, session_factory, upgrade
+from issuer.storage.db import session_factory, upgrade
 from tests import dbutil
 from tests.chainkit import ChainEnv
 from tests.issuer.helpers import cards_of, mint
@@ -52,21 +52,10 @@ def service_pg_migrated_url(pg_database_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def engine(db_backend: str, request: pytest.FixtureRequest, tmp_path: Path, sqlite_template) -> Iterator[sa.Engine]:
-    if db_backend == "sqlite":
-        eng = dbutil.sqlite_engine_from(sqlite_template, tmp_path / "cardproof.db", **POOL)
-        try:
-            yield eng
-        finally:
-            eng.dispose()
-        return
-    eng = make_engine(request.getfixturevalue("service_pg_migrated_url"), **POOL)
-    try:
+    pg_url = None if db_backend == "sqlite" else request.getfixturevalue("service_pg_migrated_url")
+    with dbutil.backend_engine(lambda: dbutil.sqlite_engine_from(sqlite_template, tmp_path / "cardproof.db", **POOL),
+                               pg_url, **POOL) as eng:
         yield eng
-    finally:
-        try:
-            dbutil.delete_all_rows(eng)
-        finally:
-            eng.dispose()
 
 
 @pytest.fixture

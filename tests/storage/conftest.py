@@ -50,22 +50,14 @@ def db_url(backend, request, tmp_path):
 
 @pytest.fixture
 def engine(backend, request, tmp_path):
-    if backend == "sqlite":
+    def fresh_sqlite():
         eng = make_engine(dbutil.sqlite_url(tmp_path / "cardproof.db"), **POOL)
         upgrade(eng)
-        try:
-            yield eng
-        finally:
-            eng.dispose()
-        return
-    eng = make_engine(request.getfixturevalue("pg_migrated_url"), **POOL)
-    try:
+        return eng
+
+    pg_url = None if backend == "sqlite" else request.getfixturevalue("pg_migrated_url")
+    with dbutil.backend_engine(fresh_sqlite, pg_url, **POOL) as eng:
         yield eng
-    finally:
-        try:
-            dbutil.delete_all_rows(eng)
-        finally:
-            eng.dispose()
 
 
 @pytest.fixture
