@@ -224,7 +224,7 @@ class CardReader:
                 if not io:
                     raise _NeedsIO from None
                 needed = {tile_of(p) for p in proof_positions(tree_pos, 2 * batch.card_count - 1)} - tiles.keys()
-                tiles.update(self._upper_tiles(batch_pk, needed, io))
+                tiles.update(self._upper_tiles(batch_pk, needed))
                 node, proof = walk(get, tree_pos)
             if tree_pos and node != expected:
                 raise InvalidProof("the stored leaf is not this card's")
@@ -268,7 +268,7 @@ class CardReader:
             for t, data in rows:
                 self._tiles[(batch_pk, int(t))] = bytes(data)
 
-    def _upper_tiles(self, batch_pk: int, wanted: set[int], io: bool = True) -> dict[int, bytes]:
+    def _upper_tiles(self, batch_pk: int, wanted: set[int]) -> dict[int, bytes]:
         out: dict[int, bytes] = {}
         missing = []
         for t in wanted:
@@ -277,8 +277,6 @@ class CardReader:
                 missing.append(t)
             else:
                 out[t] = data
-        if missing and not io:
-            raise _NeedsIO
         if missing:
             table = PubTile.__table__
             with self.engine.connect() as conn:

@@ -229,17 +229,16 @@ async def error_response(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     """One handler for every error: CardproofError/CoreError by type, validation 422, HTTP errors, bugs 500."""
-    handle = error_response
     _watch_on_startup(app)
     # Database errors get handlers of their own: a handler for Exception runs in Starlette's outermost
     # middleware, which re-raises after answering (a traceback per request, and the connection dropped).
     for exc_type in database_error_types():
-        app.add_exception_handler(exc_type, handle)
-    app.add_exception_handler(RequestValidationError, handle)
-    app.add_exception_handler(StarletteHTTPException, handle)
-    app.add_exception_handler(CardproofError, handle)
-    app.add_exception_handler(CoreError, handle)
-    app.add_exception_handler(Exception, handle)
+        app.add_exception_handler(exc_type, error_response)
+    app.add_exception_handler(RequestValidationError, error_response)
+    app.add_exception_handler(StarletteHTTPException, error_response)
+    app.add_exception_handler(CardproofError, error_response)
+    app.add_exception_handler(CoreError, error_response)
+    app.add_exception_handler(Exception, error_response)
 
 
 def _watch_on_startup(app: FastAPI) -> None:

@@ -34,7 +34,7 @@ class CardFastPath:
 
                 serial = path[len(PREFIX):]
                 if serial and "/" not in serial and len(serial) <= SERIAL_MAX_LENGTH:
-                    route = self._route or self._find_route(scope)
+                    route = self._route or self._find_route()
                     if route is not None:
                         scope["route"] = route  # what the metrics middleware labels the request by
                         request = Request(scope, receive)
@@ -48,7 +48,7 @@ class CardFastPath:
                         return
         await self.app(scope, receive, send)
 
-    def _find_route(self, scope: dict) -> Any:
+    def _find_route(self) -> Any:
         """The route object (its ``path`` labels the metrics), as the cards router declares it."""
         from verify_api.routes.cards import router
 

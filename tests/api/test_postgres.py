@@ -110,11 +110,12 @@ def test_cold_lookups_query_on_the_event_loop_and_stand_aside_when_the_database_
     from sqlalchemy import text
 
     from verify_api import card_reader
+    from tests.api.world import dump_of
     from verify_api.card_reader import CardReader
     from verify_api.publish import publish_dump
 
     main = world.batches["main"]
-    publish_dump(pg_sessions, world.registry, main.batch_id, _dump(world, main.batch_id))
+    publish_dump(pg_sessions, world.registry, main.batch_id, dump_of(world, main.batch_id))
     engine = pg_sessions.kw["bind"]
     serials = [s.replace("-", "") for s, *_ in main.cards[:4]]
     monkeypatch.setattr(card_reader, "ASYNC_PAUSE", 0.3)
@@ -148,12 +149,6 @@ def test_cold_lookups_query_on_the_event_loop_and_stand_aside_when_the_database_
             await reader.close_async()
 
     asyncio.run(scenario())
-
-
-def _dump(world, batch_id):
-    from tests.api.world import dump_of
-
-    return dump_of(world, batch_id)
 
 
 def test_workers_starting_together_agree_on_the_database_secret(pg_sessions):
