@@ -433,6 +433,49 @@ class NotArbiterOwner(ContractRevert):
     """Only the owner of this arbiter contract may forward rulings through it (test arbiter)."""
 
 
+# --- Products, sealed deliveries, membership disputes (issue 10) ---------------------------------
+
+
+class InvalidProduct(ContractRevert):
+    """A product needs a SKU, a face value above zero and a currency."""
+
+
+class UnknownProduct(ContractRevert):
+    """There is no such product in the registry."""
+
+
+class ProductMismatch(ContractRevert):
+    """The batch holds another product than the order is for."""
+
+
+class ExpiryTooSoon(ContractRevert):
+    """The batch's cards expire before the order's minimum expiry."""
+
+
+class InvalidSealKey(ContractRevert):
+    """A seal key is a 33-byte compressed secp256k1 public key."""
+
+
+class MissingSealedHash(ContractRevert):
+    """A delivery must carry the hash of its sealed codes."""
+
+
+class NotMembershipDispute(ContractRevert):
+    """The order is not in a membership dispute."""
+
+
+class CardNotInOrder(ContractRevert):
+    """The card is not one of the order's delivered cards."""
+
+
+class InvalidDeliveryProof(ContractRevert):
+    """The multiproof does not prove these cards in the batch's anchored root."""
+
+
+class MerkleProofInvalidMultiproof(ContractRevert):
+    """OpenZeppelin MerkleProof: the multiproof's lengths do not fit (leaves + proof != flags + 1)."""
+
+
 class RoleRequired(AccessControlUnauthorizedAccount):
     """The account lacks the role this needs; the message names the role and who holds it.
 

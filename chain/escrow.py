@@ -12,6 +12,10 @@ Disputes end: ``dispute`` gives the dispute a deadline (``Order.dispute_deadline
 until then, after which ``release`` settles it with the default outcome (the settlement of an undisputed release).
 The buyer may ``withdraw_dispute``. Arbiters are managed with ``grant_arbiter`` / ``revoke_arbiter`` /
 ``arbiters`` (AccessControlEnumerable); the escrow is deployed with one (``deploy_escrow(arbiter=...)``).
+
+Orders name a registry product (``open_order(supplier, product_id, ...)``) and a seal key (by default the buyer's
+account key, :func:`account_seal_key`); ``deliver`` records the sealed delivery's hash. In a membership dispute
+(``dispute_membership``) the supplier proves the delivered cards with ``prove_delivery`` (a multiproof).
 """
 
 from __future__ import annotations
@@ -145,6 +149,15 @@ class Order:
 
     #: When the current (or last settled) dispute ends unresolved; 0 if never disputed or withdrawn to Delivered.
     dispute_deadline: int = 0
+    #: The ordered product (registry product id); after delivery the batch's, which delivery checked equal.
+    product_id: int = 0
+    #: The earliest expiry the cards may have (0 = any); 0 once delivered (the OrderOpened event keeps it).
+    min_expiry: int = 0
+    #: keccak256 of the sealed delivery, b"" before delivery.
+    sealed_hash: bytes = b""
+    #: Whether the current (or last) dispute is a membership dispute, and how many cards were proven in it.
+    membership_dispute: bool = False
+    proven_count: int = 0
 
     @property
     def dispute_window_end(self) -> int | None:
@@ -234,7 +247,32 @@ def _words_touched(ranges: Sequence[tuple[int, int]]) -> int:
 
 
 def gas_deliver(ranges: Sequence[tuple[int, int]]) -> int:
-    return 160_000 + 45_000 * _words_touched(ranges) + 30_000 * len(ranges)
+    return 185_000 + 45_000 * _words_touched(ranges) + 30_000 * len(ranges)
+
+
+def gas_prove(cards: int, proof_nodes: int) -> int:
+    """Gas limit of a proveDelivery call: a leaf rebuilt and hashed, a bit set and calldata per card."""
+    return 250_000 + 9_000 * cards + 2_000 * proof_nodes
+
+
+@dataclass(frozen=True)
+class ProvenCard:
+    """The public leaf fields of a delivered card that proveDelivery takes (the rest comes from the batch)."""
+
+    index: int
+    serial: int
+    code_form: int
+    code_commitment: bytes
+
+    def as_tuple(self) -> tuple[int, int, int, bytes]:
+        return (self.index, self.serial, self.code_form, self.code_commitment)
+
+
+def account_seal_key(client: ChainClient) -> bytes:
+    """The compressed secp256k1 public key of the client's account: the default seal key of its orders."""
+    from eth_keys import keys
+
+    return keys.PrivateKey(bytes(client.account.key)).public_key.to_compressed_bytes()
 
 
 def gas_settle(words: int) -> int:
@@ -472,23 +510,31 @@ class Escrow:
         """Approve the escrow to pull `amount` of `token` from the client's account."""
         return self.token(token).approve(self.address, amount)
 
-    def open_order(self, supplier: str, sku: bytes | str, quantity: int, token: str, unit_price: int,
-                   delivery_deadline: int, dispute_window: int, *, preflight: bool = True,
-                   gas: int | None = None) -> int:
-        """Open and fund an order; returns its id (from the OrderOpened event)."""
+    def _terms(self, supplier: str, product_id: int, quantity: int, token: str, unit_price: int,
+               delivery_deadline: int, dispute_window: int, min_expiry: int) -> tuple[Any, ...]:
+        return (to_checksum_address(supplier), int(product_id), int(min_expiry), quantity,
+                to_checksum_address(token), unit_price, delivery_deadline, dispute_window)
+
+    def open_order(self, supplier: str, product_id: int, quantity: int, token: str, unit_price: int,
+                   delivery_deadline: int, dispute_window: int, *, min_expiry: int = 0, seal_key: bytes | None = None,
+                   preflight: bool = True, gas: int | None = None) -> int:
+        """Open and fund an order for ``quantity`` cards of registry product ``product_id``; returns its id (from
+        the OrderOpened event). The codes will be sealed to ``seal_key`` (default: the buyer's account key)."""
         if preflight:
             self.preflight_open(supplier, quantity, token, unit_price)
-        fn = self.fn.openOrder(to_checksum_address(supplier), sku_bytes(sku), quantity, to_checksum_address(token),
-                               unit_price, delivery_deadline, dispute_window)
+        key = seal_key if seal_key is not None else account_seal_key(self.client)
+        fn = self.fn.openOrder(self._terms(supplier, product_id, quantity, token, unit_price, delivery_deadline,
+                                           dispute_window, min_expiry), key)
         return self._opened_id(self.client.transact(fn, gas=gas or GAS_OPEN))
 
     def sign_permit(self, token: str, amount: int, deadline: int) -> Permit:
         """The client's EIP-2612 permit letting the escrow pull `amount` of `token`."""
         return self.token(token).sign_permit(self.address, amount, deadline)
 
-    def open_order_with_permit(self, supplier: str, sku: bytes | str, quantity: int, token: str, unit_price: int,
+    def open_order_with_permit(self, supplier: str, product_id: int, quantity: int, token: str, unit_price: int,
                                delivery_deadline: int, dispute_window: int, *, permit: Permit | None = None,
-                               permit_deadline: int | None = None, preflight: bool = True,
+                               permit_deadline: int | None = None, min_expiry: int = 0,
+                               seal_key: bytes | None = None, preflight: bool = True,
                                gas: int | None = None) -> int:
         """Open an order approving the escrow with a permit in the same transaction; returns its id.
 
@@ -502,8 +548,9 @@ class Escrow:
         if permit is None:
             deadline = permit_deadline if permit_deadline is not None else delivery_deadline
             permit = self.sign_permit(token, amount, deadline)
-        fn = self.fn.openOrderWithPermit(to_checksum_address(supplier), sku_bytes(sku), quantity,
-                                         to_checksum_address(token), unit_price, delivery_deadline, dispute_window,
+        key = seal_key if seal_key is not None else account_seal_key(self.client)
+        fn = self.fn.openOrderWithPermit(self._terms(supplier, product_id, quantity, token, unit_price,
+                                                     delivery_deadline, dispute_window, min_expiry), key,
                                          permit.deadline, permit.v, permit.r, permit.s)
         return self._opened_id(self.client.transact(fn, gas=gas or GAS_OPEN_PERMIT))
 
@@ -516,20 +563,40 @@ class Escrow:
     # ---------------------------------------------------------------- order life cycle
 
     def deliver(self, order_id: int, batch_id: bytes, ranges: Iterable[CardRange | tuple[int, int]],
-                *, gas: int | None = None) -> TxReceipt:
-        """Assign cards `ranges` of the supplier's batch `batch_id` to the order (supplier only)."""
+                *, sealed_hash: bytes, gas: int | None = None) -> TxReceipt:
+        """Assign cards `ranges` of the supplier's batch `batch_id` to the order (supplier only), recording the
+        hash of their sealed delivery."""
         rs = _ranges(ranges)
-        return self.client.transact(self.fn.deliver(order_id, batch_id, rs), gas=gas or gas_deliver(rs))
+        return self.client.transact(self.fn.deliver(order_id, batch_id, rs, sealed_hash), gas=gas or gas_deliver(rs))
+
+    def send_deliver(self, order_id: int, batch_id: bytes, ranges: Iterable[CardRange | tuple[int, int]], *,
+                     sealed_hash: bytes, before_broadcast: Callable[[Any], None] | None = None) -> Any:
+        """Sign and broadcast a delivery without waiting (``before_broadcast`` sees the signed transaction)."""
+        rs = _ranges(ranges)
+        return self.client.send(self.fn.deliver(order_id, batch_id, rs, sealed_hash), gas=gas_deliver(rs),
+                                before_broadcast=before_broadcast)
+
+    def dispute_membership(self, order_id: int) -> TxReceipt:
+        """Dispute that the delivered cards are in their batch at all (buyer, within the window): the supplier must
+        prove them (``prove_delivery``) before the dispute's deadline, else the unproven ones are refunded."""
+        return self.client.transact(self.fn.disputeMembership(order_id), gas=GAS_SIMPLE)
+
+    def prove_delivery(self, order_id: int, cards: Sequence[ProvenCard], proof: Sequence[bytes],
+                       flags: Sequence[bool], *, gas: int | None = None) -> TxReceipt:
+        """Prove delivered cards of an order in a membership dispute (their leaf fields in the multiproof's leaf
+        order, and the multiproof); settles the order when every card is proven."""
+        fn = self.fn.proveDelivery(order_id, [c.as_tuple() for c in cards], list(proof), list(flags))
+        return self.client.transact(fn, gas=gas or gas_prove(len(cards), len(proof)) + self.settle_gas(order_id))
 
     def confirm(self, order_id: int, *, gas: int | None = None) -> Settlement:
         """Accept the delivery and settle (buyer only)."""
-        receipt = self.client.transact(self.fn.confirm(order_id), gas=gas or self._settle_gas(order_id))
+        receipt = self.client.transact(self.fn.confirm(order_id), gas=gas or self.settle_gas(order_id))
         return self._settlement(receipt, "OrderConfirmed")
 
     def release(self, order_id: int, *, gas: int | None = None) -> Settlement:
         """Settle with the default outcome (anyone): a delivered order after its dispute window, or a disputed one
         after its dispute deadline (``Settlement.dispute_expired``)."""
-        receipt = self.client.transact(self.fn.release(order_id), gas=gas or self._settle_gas(order_id))
+        receipt = self.client.transact(self.fn.release(order_id), gas=gas or self.settle_gas(order_id))
         expired = bool(self.contract.events.DisputeExpired().process_receipt(receipt, errors=DISCARD))
         return self._settlement(receipt, "OrderReleased", dispute_expired=expired)
 
@@ -541,7 +608,7 @@ class Escrow:
     def withdraw_dispute(self, order_id: int, *, gas: int | None = None) -> DisputeWithdrawal:
         """Withdraw the buyer's dispute: Delivered again while the window is open and the deadline not passed,
         else settled at once with the default outcome."""
-        receipt = self.client.transact(self.fn.withdrawDispute(order_id), gas=gas or self._settle_gas(order_id))
+        receipt = self.client.transact(self.fn.withdrawDispute(order_id), gas=gas or self.settle_gas(order_id))
         (event,) = self.contract.events.DisputeWithdrawn().process_receipt(receipt, errors=DISCARD)
         settled = bool(event["args"]["settled"])
         settlement = self._settlement(receipt, "OrderReleased") if settled else None
@@ -567,7 +634,8 @@ class Escrow:
         events = self.contract.events.Withdrawn().process_receipt(receipt, errors=DISCARD)
         return int(events[0]["args"]["amount"]) if events else 0
 
-    def _settle_gas(self, order_id: int) -> int:
+    def settle_gas(self, order_id: int) -> int:
+        """Gas limit of settling the order (one registry read per 256-card word of its delivery)."""
         _, ranges = self.delivery(order_id)
         return gas_settle(_words_touched([(r.start, r.length) for r in ranges]) if ranges else 1)
 
@@ -592,9 +660,13 @@ class Escrow:
 
     def order(self, order_id: int, block: Any = "latest") -> Order:
         o = self.client.call(self.fn.order(order_id), block)
-        return Order(order_id, to_checksum_address(o[0]), to_checksum_address(o[1]), to_checksum_address(o[2]),
-                     int(o[3]), int(o[4]), int(o[5]), int(o[6]), int(o[7]), int(o[8]), OrderStatus(o[9]),
-                     int(o[10]), bytes(o[11]), int(o[12]), int(o[13]))
+        (buyer, supplier, product_id, min_expiry, token, quantity, unit_price, amount, fee_bps, deadline, window,
+         status, delivered_at, batch_id, range_count, sealed_hash, membership, proven, dispute_deadline) = o
+        sealed = bytes(sealed_hash)
+        return Order(order_id, to_checksum_address(buyer), to_checksum_address(supplier), to_checksum_address(token),
+                     int(quantity), int(unit_price), int(amount), int(fee_bps), int(deadline), int(window),
+                     OrderStatus(status), int(delivered_at), bytes(batch_id), int(range_count), int(dispute_deadline),
+                     int(product_id), int(min_expiry), sealed if any(sealed) else b"", bool(membership), int(proven))
 
     def delivery(self, order_id: int) -> tuple[bytes, list[CardRange]]:
         batch_id, ranges = self.client.call(self.fn.deliveryOf(order_id))
@@ -611,6 +683,15 @@ class Escrow:
 
     def delivered_word(self, batch_id: bytes, word: int) -> int:
         return int(self.client.call(self.fn.deliveredWord(batch_id, word)))
+
+    def proven_word(self, batch_id: bytes, word: int) -> int:
+        return int(self.client.call(self.fn.provenWord(batch_id, word)))
+
+    def opened_event(self, order_id: int, from_block: int = 0) -> dict[str, Any] | None:
+        """The OrderOpened event's arguments of ``order_id`` (product, minimum expiry, seal key, ...), or None."""
+        logs = self.contract.events.OrderOpened().get_logs(from_block=from_block,
+                                                            argument_filters={"orderId": order_id})
+        return dict(logs[0]["args"]) if logs else None
 
     def revoked_count(self, order_id: int) -> int:
         """The order's delivered cards refundable now: revoked and not redeemed."""
@@ -632,7 +713,7 @@ def deploy_escrow(client: ChainClient, home: Path, registry_address: str, *, adm
     record, created = deploy(client, home, ESCROW, to_checksum_address(registry_address),
                              to_checksum_address(admin or client.address),
                              to_checksum_address(fee_recipient or client.address),
-                             to_checksum_address(arbiter or client.address), gas=5_000_000)
+                             to_checksum_address(arbiter or client.address), gas=8_000_000)
     if created and tokens and (admin is None or to_checksum_address(admin) == client.address):
         Escrow(client, record.address).set_tokens_allowed(list(tokens), True)
     return record, created

@@ -190,8 +190,15 @@ def order_json(order: Any, token: TokenMeta, ranges: Any = ()) -> dict[str, Any]
         "dispute_window_end": order.dispute_window_end,
         #: The time after which an open dispute settles by the default outcome (None: never disputed).
         "dispute_deadline": getattr(order, "dispute_deadline", 0) or None,
-        "delivery": {"batch_id": "0x" + bytes(order.batch_id).hex(), "ranges": ranges_json(ranges)}
+        "delivery": {"batch_id": "0x" + bytes(order.batch_id).hex(), "ranges": ranges_json(ranges),
+                     "sealed_hash": "0x" + bytes(order.sealed_hash).hex() if order.sealed_hash else None}
         if delivered else None,
+        #: The registry product ordered (SKU, face value, currency: see the registry's product(id)).
+        "product_id": getattr(order, "product_id", 0) or None,
+        #: The earliest expiry the cards may have (None: any; not kept on chain after delivery).
+        "min_expiry": getattr(order, "min_expiry", 0) or None,
+        "membership_dispute": bool(getattr(order, "membership_dispute", False)),
+        "proven_cards": getattr(order, "proven_count", 0),
     }
 
 

@@ -18,7 +18,8 @@ from chain.deployments import REGISTRY, find
 ISSUER_ROLE = Web3.keccak(text="ISSUER_ROLE")
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
 ZERO_ADDRESS = "0x" + "00" * 20
-BATCH_ANCHORED_TOPIC = "0x" + bytes(Web3.keccak(text="BatchAnchored(bytes32,address,bytes32,uint256,bytes32)")).hex()
+BATCH_ANCHORED_TOPIC = "0x" + bytes(Web3.keccak(
+    text="BatchAnchored(bytes32,address,bytes32,uint256,bytes32,uint32,uint64)")).hex()
 
 
 class CardStatus(IntEnum):
@@ -32,6 +33,45 @@ class CardStatus(IntEnum):
 
 
 @dataclass(frozen=True)
+class ProductSpec:
+    """A product as the registry keeps it: SKU (bytes32, ASCII right-padded with zero bytes), face value in minor
+    units, ISO 4217 currency (bytes3) -- the leaf's own encodings."""
+
+    sku: bytes
+    face_value: int
+    currency: bytes
+
+    def __post_init__(self) -> None:
+        if (len(self.sku) != 32 or len(self.currency) != 3 or not self.sku.strip(b"\0")
+                or not self.currency.strip(b"\0") or self.face_value <= 0):
+            raise ValueError(f"not a product: {self!r}")
+
+    @classmethod
+    def of(cls, sku: str | bytes, face_value: int, currency: str | bytes) -> ProductSpec:
+        raw = sku.encode("ascii") if isinstance(sku, str) else bytes(sku)
+        cur = currency.upper().encode("ascii") if isinstance(currency, str) else bytes(currency)
+        if len(raw) > 32:
+            raise ValueError(f"SKU longer than 32 bytes: {sku!r}")
+        return cls(raw.ljust(32, b"\0"), int(face_value), cur)
+
+    def as_tuple(self) -> tuple[bytes, int, bytes]:
+        return (self.sku, self.face_value, self.currency)
+
+    @property
+    def sku_text(self) -> str:
+        return self.sku.rstrip(b"\0").decode("ascii", errors="replace")
+
+    @property
+    def currency_text(self) -> str:
+        return self.currency.decode("ascii", errors="replace")
+
+
+#: The product that tooling anchors roots of no real cards with (gas benches, tests of the registry's rules).
+#: Real batches are anchored with their own product: ``issuer.anchoring`` passes the batch's.
+PLACEHOLDER_PRODUCT = ProductSpec.of("PLACEHOLDER", 1, "USD")
+
+
+@dataclass(frozen=True)
 class OnChainBatch:
     batch_id: bytes
     root: bytes
@@ -40,6 +80,8 @@ class OnChainBatch:
     anchored_at: int
     revoked: bool
     revoke_reason: int
+    product_id: int = 0
+    expiry: int = 0
 
     @property
     def anchored(self) -> bool:
@@ -112,10 +154,16 @@ class Registry:
 
     # ---------------------------------------------------------------- writes
 
-    def send_anchor(self, batch_id: bytes, root: bytes, card_count: int, manifest_hash: bytes,
+    def send_anchor(self, batch_id: bytes, root: bytes, card_count: int, manifest_hash: bytes, *,
+                    product: ProductSpec, expiry: int,
                     before_broadcast: Callable[[SentTx], None] | None = None) -> SentTx:
-        return self.client.send(self.fn.anchorBatch(batch_id, root, card_count, manifest_hash), gas=GAS_ANCHOR,
+        call = self.fn.anchorBatch(batch_id, root, card_count, manifest_hash, product.as_tuple(), expiry)
+        return self.client.send(call, gas=GAS_ANCHOR + self._new_product_gas(product),
                                 before_broadcast=before_broadcast)
+
+    def _new_product_gas(self, product: ProductSpec) -> int:
+        """Extra gas when the anchor registers its product (three fresh slots and an event)."""
+        return 0 if self.product_id_of(product) else 90_000
 
     def anchor_event(self, batch_id: bytes, *, tx_hash: str | None = None, from_block: int = 0) -> dict[str, Any] | None:
         """Transaction and block of the BatchAnchored log of `batch_id`: from the receipt of `tx_hash` when it
@@ -139,9 +187,10 @@ class Registry:
         return {"tx_hash": "0x" + bytes(log["transactionHash"]).hex(), "block_number": int(log["blockNumber"])}
 
     def anchor_batch(self, batch_id: bytes, root: bytes, card_count: int, manifest_hash: bytes,
+                     product: ProductSpec = PLACEHOLDER_PRODUCT, expiry: int = 0,
                      on_sent: Callable[[SentTx], None] | None = None) -> TxReceipt:
-        return self.client.transact(self.fn.anchorBatch(batch_id, root, card_count, manifest_hash),
-                                    gas=GAS_ANCHOR, on_sent=on_sent)
+        call = self.fn.anchorBatch(batch_id, root, card_count, manifest_hash, product.as_tuple(), expiry)
+        return self.client.transact(call, gas=GAS_ANCHOR + self._new_product_gas(product), on_sent=on_sent)
 
     def revoke_cards(self, batch_id: bytes, indices: Sequence[int], reason: int) -> TxReceipt:
         indices = list(indices)
@@ -159,8 +208,19 @@ class Registry:
     # ---------------------------------------------------------------- reads
 
     def batch(self, batch_id: bytes, block: Any = "latest") -> OnChainBatch:
-        root, issuer, count, at, revoked, reason = self.client.call(self.fn.batch(batch_id), block)
-        return OnChainBatch(batch_id, bytes(root), issuer, count, at, revoked, reason)
+        root, issuer, count, at, revoked, reason, product_id, expiry = self.client.call(self.fn.batch(batch_id), block)
+        return OnChainBatch(batch_id, bytes(root), issuer, count, at, revoked, reason, product_id, expiry)
+
+    def product(self, product_id: int, block: Any = "latest") -> ProductSpec | None:
+        """Product ``product_id``, or None when the registry has none by that id."""
+        sku, face, currency = self.client.call(self.fn.product(product_id), block)
+        if not face:
+            return None
+        return ProductSpec(bytes(sku), int(face), bytes(currency))
+
+    def product_id_of(self, product: ProductSpec, block: Any = "latest") -> int:
+        """The id of ``product`` (0 when no batch of it was ever anchored)."""
+        return int(self.client.call(self.fn.productIdOf(*product.as_tuple()), block))
 
     def is_revoked(self, batch_id: bytes, index: int) -> bool:
         return bool(self.client.call(self.fn.isRevoked(batch_id, index)))

@@ -7,8 +7,11 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
-import {ICardRegistry, Batch} from "./ICardRegistry.sol";
-import {ICardEscrow, Order, OrderStatus, CardRange, EscrowRules} from "./ICardEscrow.sol";
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {ICardRegistry, Batch, CardLeaf, Product} from "./ICardRegistry.sol";
+import {
+    ICardEscrow, Order, OrderStatus, OrderTerms, ProvenCard, CardRange, EscrowRules
+} from "./ICardEscrow.sol";
 
 /// @title CardEscrow
 /// @notice Stablecoin escrow between card buyers and suppliers, settled against the CardRegistry.
@@ -38,15 +41,20 @@ import {ICardEscrow, Order, OrderStatus, CardRange, EscrowRules} from "./ICardEs
 /// slot) and belong to the fee recipient in force; changing the recipient credits the accrued fees to the old
 /// one first.
 ///
-/// Storage (gas): an order takes three slots at opening and one more at delivery:
+/// Storage (gas): an order takes three slots at opening and two more at delivery:
 ///   slot 0: buyer | deliveryDeadline (uint32) | disputeWindow (uint32) | feeBps (uint8) | status | quantity (uint16)
-///   slot 1: supplier | batch nonce (uint96; a batch id is its issuer's address followed by 12 bytes)
+///   slot 1: supplier | binding (uint96): before delivery the ordered productId (uint32) | minExpiry (uint64) << 32;
+///           from delivery on the batch nonce (a batch id is its issuer's address followed by 12 bytes), whose
+///           product delivery checked to be the ordered one
 ///   slot 2: token | unitPrice (uint96)
 ///   slot 3: deliveredAt (uint32) | rangeCount (uint8) | up to three ranges of 64 bits (start | length << 32)
+///   `_sealedHashes`: the sealed delivery's hash, written at delivery
 /// Further ranges go four per word into `_extraRanges`. Settlement therefore needs no per-card storage:
 /// it re-reads the registry's revocation words for the delivered ranges (one call per 256-card word, plus the
-/// redemption word where a card is revoked) and counts the refundable cards with a popcount. A dispute's
-/// deadline is the only other per-order word (`_disputeDeadlines`), written when the buyer disputes.
+/// redemption word where a card is revoked) and counts the refundable cards with a popcount. A dispute is the only
+/// other per-order word (`_disputes`: deadline | proven count << 64 | membership flag << 255), written when the
+/// buyer disputes. Cards proven in a membership dispute are marked in `_proven`, keyed by batch like `_delivered`
+/// (a card is delivered in one order only, so the bit is the order's).
 ///
 /// Credits: a credit slot holds 1 + the credit once used, and withdrawals leave it at 1, so a slot is paid
 /// for (zero to non-zero, 20k gas) once per account and token, never again. `deliver` initialises the
@@ -82,7 +90,7 @@ contract CardEscrow is AccessControlEnumerable, ReentrancyGuardTransient, ICardE
         OrderStatus status;
         uint16 quantity;
         address supplier;
-        uint96 batchNonce;
+        uint96 binding;
         address token;
         uint96 unitPrice;
         uint256 delivery;
@@ -115,9 +123,15 @@ contract CardEscrow is AccessControlEnumerable, ReentrancyGuardTransient, ICardE
     mapping(uint256 orderId => mapping(uint256 word => uint256)) private _extraRanges;
     mapping(bytes32 batchId => mapping(uint256 wordIndex => uint256)) private _delivered;
     mapping(address account => mapping(address token => uint256)) private _credits;
-    /// @dev When the order's dispute ends unresolved (set by dispute, cleared when a withdrawal re-opens the
-    /// order; kept after settlement as a record).
-    mapping(uint256 orderId => uint256) private _disputeDeadlines;
+    /// @dev The order's dispute: deadline (uint64) | cards proven (uint32) << 64 | membership << 255. Set by a
+    /// dispute; a withdrawal that re-opens the order clears all but the proven count; kept after settlement.
+    mapping(uint256 orderId => uint256) private _disputes;
+    mapping(uint256 orderId => bytes32) private _sealedHashes;
+    mapping(bytes32 batchId => mapping(uint256 wordIndex => uint256)) private _proven;
+
+    uint256 private constant _MEMBERSHIP = 1 << 255;
+    uint256 private constant _DEADLINE_MASK = type(uint64).max;
+    uint256 private constant _LEAF_VERSION = 2;
 
     /// @param registry_ The CardRegistry; its ISSUER_ROLE holders are the suppliers.
     /// @param admin Holder of DEFAULT_ADMIN_ROLE (rules, allowlist, arbiters).
@@ -227,54 +241,40 @@ contract CardEscrow is AccessControlEnumerable, ReentrancyGuardTransient, ICardE
     // =================================================================== opening
 
     /// @inheritdoc ICardEscrow
-    function openOrder(
-        address supplier,
-        bytes32 sku,
-        uint256 quantity,
-        address token,
-        uint256 unitPrice,
-        uint256 deliveryDeadline,
-        uint256 disputeWindow
-    ) external nonReentrant returns (uint256) {
-        return _open(supplier, sku, quantity, token, unitPrice, deliveryDeadline, disputeWindow);
+    function openOrder(OrderTerms calldata terms, bytes calldata sealKey) external nonReentrant returns (uint256) {
+        return _open(terms, sealKey);
     }
 
     /// @inheritdoc ICardEscrow
     function openOrderWithPermit(
-        address supplier,
-        bytes32 sku,
-        uint256 quantity,
-        address token,
-        uint256 unitPrice,
-        uint256 deliveryDeadline,
-        uint256 disputeWindow,
+        OrderTerms calldata terms,
+        bytes calldata sealKey,
         uint256 permitDeadline,
         uint8 v,
         bytes32 r,
         bytes32 s
     ) external nonReentrant returns (uint256) {
         // Never call into a token that is not allowlisted.
+        address token = terms.token;
         if (!_tokens[token].allowed) revert TokenNotAllowed(token);
         uint256 amount;
         unchecked {
-            amount = quantity * unitPrice; // an overflowing product fails _open's bounds checks anyway
+            amount = terms.quantity * terms.unitPrice; // an overflowing product fails _open's bounds checks anyway
         }
         // A permit that fails (front-run, already used, unsupported) is ignored: if the allowance it would
         // have set is there anyway, the order opens; otherwise the transfer below reverts.
         try IERC20Permit(token).permit(msg.sender, address(this), amount, permitDeadline, v, r, s) {} catch {}
-        return _open(supplier, sku, quantity, token, unitPrice, deliveryDeadline, disputeWindow);
+        return _open(terms, sealKey);
     }
 
-    function _open(
-        address supplier,
-        bytes32 sku,
-        uint256 quantity,
-        address token,
-        uint256 unitPrice,
-        uint256 deliveryDeadline,
-        uint256 disputeWindow
-    ) private returns (uint256 orderId) {
+    function _open(OrderTerms calldata terms, bytes calldata sealKey) private returns (uint256 orderId) {
         Config memory c = _config;
+        address supplier = terms.supplier;
+        uint256 quantity = terms.quantity;
+        address token = terms.token;
+        uint256 unitPrice = terms.unitPrice;
+        uint256 deliveryDeadline = terms.deliveryDeadline;
+        uint256 disputeWindow = terms.disputeWindow;
         if (!_tokens[token].allowed) revert TokenNotAllowed(token);
         if (quantity == 0 || quantity > MAX_QUANTITY) revert InvalidQuantity(quantity, MAX_QUANTITY);
         if (unitPrice == 0 || unitPrice > type(uint96).max) revert InvalidUnitPrice(unitPrice);
@@ -287,6 +287,9 @@ contract CardEscrow is AccessControlEnumerable, ReentrancyGuardTransient, ICardE
             revert InvalidDisputeWindow(disputeWindow, c.minDisputeWindow, c.maxDisputeWindow);
         }
         if (!IAccessControl(address(_registry)).hasRole(ISSUER_ROLE, supplier)) revert SupplierNotIssuer(supplier);
+        uint256 productId = terms.productId;
+        if (productId == 0 || productId > _registry.productCount()) revert UnknownProduct(productId);
+        if (sealKey.length != 33) revert InvalidSealKey(sealKey.length);
 
         uint256 amount = quantity * unitPrice;
         unchecked {
@@ -296,12 +299,13 @@ contract CardEscrow is AccessControlEnumerable, ReentrancyGuardTransient, ICardE
         // Write the three slots whole (see the layout in the contract's notes); all values are range-checked.
         uint256 word0 = uint256(uint160(msg.sender)) | (deliveryDeadline << 160) | (disputeWindow << 192)
             | (uint256(c.feeBps) << 224) | (uint256(uint8(OrderStatus.Funded)) << 232) | (quantity << 240);
+        uint256 word1 = uint256(uint160(supplier)) | (productId << 160) | (uint256(terms.minExpiry) << 192);
         uint256 word2 = uint256(uint160(token)) | (unitPrice << 160);
         StoredOrder storage o = _orders[orderId];
         assembly ("memory-safe") {
             let slot := o.slot
             sstore(slot, word0)
-            sstore(add(slot, 1), supplier)
+            sstore(add(slot, 1), word1)
             sstore(add(slot, 2), word2)
         }
 
@@ -318,20 +322,25 @@ contract CardEscrow is AccessControlEnumerable, ReentrancyGuardTransient, ICardE
             msg.sender,
             supplier,
             token,
-            sku,
+            uint32(productId),
+            terms.minExpiry,
             quantity,
             unitPrice,
             amount,
             c.feeBps,
             deliveryDeadline,
-            disputeWindow
+            disputeWindow,
+            sealKey
         );
     }
 
     // =================================================================== delivery
 
     /// @inheritdoc ICardEscrow
-    function deliver(uint256 orderId, bytes32 batchId, CardRange[] calldata ranges) external nonReentrant {
+    function deliver(uint256 orderId, bytes32 batchId, CardRange[] calldata ranges, bytes32 sealedHash)
+        external
+        nonReentrant
+    {
         StoredOrder storage o = _orderIn(orderId, OrderStatus.Funded);
         address supplier = o.supplier;
         if (msg.sender != supplier) revert NotOrderSupplier(orderId, msg.sender);
@@ -339,9 +348,17 @@ contract CardEscrow is AccessControlEnumerable, ReentrancyGuardTransient, ICardE
         if (block.timestamp > deadline) revert DeliveryDeadlinePassed(orderId, deadline);
         uint256 n = ranges.length;
         if (n == 0 || n > MAX_RANGES) revert InvalidRangeCount(n, MAX_RANGES);
+        if (sealedHash == bytes32(0)) revert MissingSealedHash(orderId);
         if (address(bytes20(batchId)) != supplier) revert BatchNotOwnedBySupplier(batchId, supplier);
         Batch memory b = _registry.batch(batchId);
         if (b.anchoredAt == 0 || b.issuer != supplier) revert BatchNotOwnedBySupplier(batchId, supplier);
+        {
+            uint256 binding = o.binding;
+            uint256 productId = uint32(binding);
+            if (b.productId != productId) revert ProductMismatch(orderId, batchId, productId, b.productId);
+            uint256 minExpiry = binding >> 32;
+            if (b.expiry != 0 && b.expiry < minExpiry) revert ExpiryTooSoon(orderId, batchId, b.expiry, minExpiry);
+        }
         // A supplier struck off the registry cannot deliver any more; its buyers cancel after the deadline.
         if (!IAccessControl(address(_registry)).hasRole(ISSUER_ROLE, supplier)) revert SupplierNotIssuer(supplier);
 
@@ -366,14 +383,15 @@ contract CardEscrow is AccessControlEnumerable, ReentrancyGuardTransient, ICardE
         uint256 quantity = o.quantity;
         if (total != quantity) revert QuantityMismatch(orderId, quantity, total);
 
-        o.batchNonce = uint96(uint256(batchId));
+        o.binding = uint96(uint256(batchId));
         o.delivery = packed;
         o.status = OrderStatus.Delivered;
+        _sealedHashes[orderId] = sealedHash;
         // Pay for the supplier's credit slot now (see the contract's notes on credits).
         mapping(address => uint256) storage supplierCredits = _credits[supplier];
         address token = o.token;
         if (supplierCredits[token] == 0) supplierCredits[token] = 1;
-        emit OrderDelivered(orderId, batchId, ranges);
+        emit OrderDelivered(orderId, batchId, ranges, sealedHash);
     }
 
     /// @dev The registry's words for the bitmap word `index` last read: revoked | redeemed cards.
@@ -421,7 +439,7 @@ contract CardEscrow is AccessControlEnumerable, ReentrancyGuardTransient, ICardE
         StoredOrder storage o = _orderIn(orderId, OrderStatus.Delivered);
         if (msg.sender != o.buyer) revert NotOrderBuyer(orderId, msg.sender);
         o.status = OrderStatus.Confirmed;
-        (uint256 revoked, uint256 supplierAmount, uint256 fee, uint256 refund) = _settle(orderId, o);
+        (uint256 revoked, uint256 supplierAmount, uint256 fee, uint256 refund) = _settle(orderId, o, false);
         emit OrderConfirmed(orderId, revoked, supplierAmount, fee, refund);
     }
 
@@ -429,53 +447,142 @@ contract CardEscrow is AccessControlEnumerable, ReentrancyGuardTransient, ICardE
     function release(uint256 orderId) external nonReentrant {
         StoredOrder storage o = _orders[orderId];
         OrderStatus status = o.status;
+        bool membership;
         if (status == OrderStatus.Delivered) {
             uint256 windowEnd = _windowEnd(o);
             if (block.timestamp < windowEnd) revert DisputeWindowOpen(orderId, windowEnd);
         } else if (status == OrderStatus.Disputed) {
             // The dispute ended without a ruling: the default outcome applies.
-            uint256 deadline = _disputeDeadlines[orderId];
+            uint256 word = _disputes[orderId];
+            uint256 deadline = word & _DEADLINE_MASK;
             if (block.timestamp < deadline) revert DisputeDeadlineNotPassed(orderId, deadline);
+            membership = word & _MEMBERSHIP != 0;
             emit DisputeExpired(orderId, deadline);
         } else {
             if (status == OrderStatus.None) revert OrderNotFound(orderId);
             revert InvalidOrderStatus(orderId, status, OrderStatus.Delivered);
         }
-        _release(orderId, o);
+        _release(orderId, o, membership);
     }
 
     /// @inheritdoc ICardEscrow
     function dispute(uint256 orderId) external nonReentrant {
+        _dispute(orderId, false);
+    }
+
+    /// @inheritdoc ICardEscrow
+    function disputeMembership(uint256 orderId) external nonReentrant {
+        _dispute(orderId, true);
+    }
+
+    function _dispute(uint256 orderId, bool membership) private {
         StoredOrder storage o = _orderIn(orderId, OrderStatus.Delivered);
         if (msg.sender != o.buyer) revert NotOrderBuyer(orderId, msg.sender);
         uint256 windowEnd = _windowEnd(o);
         if (block.timestamp >= windowEnd) revert DisputeWindowClosed(orderId, windowEnd);
         o.status = OrderStatus.Disputed;
         uint256 deadline = block.timestamp + _config.disputeResolutionPeriod;
-        _disputeDeadlines[orderId] = deadline;
-        emit OrderDisputed(orderId, deadline);
+        // Keep the count of cards proven in an earlier membership dispute of the order (their bits stay set).
+        uint256 kept = _disputes[orderId] & (uint256(type(uint32).max) << 64);
+        _disputes[orderId] = deadline | kept | (membership ? _MEMBERSHIP : 0);
+        emit OrderDisputed(orderId, deadline, membership);
+    }
+
+    /// @inheritdoc ICardEscrow
+    function proveDelivery(
+        uint256 orderId,
+        ProvenCard[] calldata cards,
+        bytes32[] calldata proof,
+        bool[] calldata proofFlags
+    ) external nonReentrant {
+        StoredOrder storage o = _orderIn(orderId, OrderStatus.Disputed);
+        uint256 word = _disputes[orderId];
+        if (word & _MEMBERSHIP == 0) revert NotMembershipDispute(orderId);
+        uint256 deadline = word & _DEADLINE_MASK;
+        if (block.timestamp >= deadline) revert DisputeDeadlinePassed(orderId, deadline);
+        bytes32 batchId = _batchIdOf(o);
+        Batch memory b = _registry.batch(batchId);
+        Product memory p = _registry.product(b.productId);
+        uint256 n = cards.length;
+        bytes32[] memory leaves = new bytes32[](n);
+        uint256 added;
+        {
+            CardLeaf memory leaf = CardLeaf({
+                version: uint16(_LEAF_VERSION),
+                batchId: batchId,
+                index: 0,
+                serial: 0,
+                sku: p.sku,
+                faceValue: p.faceValue,
+                currency: p.currency,
+                expiry: b.expiry,
+                codeForm: 0,
+                codeCommitment: bytes32(0)
+            });
+            mapping(uint256 => uint256) storage proven = _proven[batchId];
+            uint256 delivery = o.delivery;
+            for (uint256 i; i < n; ++i) {
+                ProvenCard calldata card = cards[i];
+                uint256 index = card.index;
+                if (!_inDelivery(orderId, delivery, index)) revert CardNotInOrder(orderId, index);
+                leaf.index = card.index;
+                leaf.serial = card.serial;
+                leaf.codeForm = card.codeForm;
+                leaf.codeCommitment = card.codeCommitment;
+                leaves[i] = keccak256(bytes.concat(keccak256(abi.encode(leaf))));
+                uint256 bit = 1 << (index & 0xff);
+                uint256 w = proven[index >> 8];
+                if (w & bit == 0) {
+                    proven[index >> 8] = w | bit;
+                    ++added;
+                }
+            }
+        }
+        if (!MerkleProof.multiProofVerifyCalldata(proof, proofFlags, b.root, leaves)) {
+            revert InvalidDeliveryProof(orderId);
+        }
+        uint256 total = ((word >> 64) & type(uint32).max) + added;
+        _disputes[orderId] = (word & ~(uint256(type(uint32).max) << 64)) | (total << 64);
+        emit DeliveryProven(orderId, added, total);
+        // Every card is in the batch: the buyer's claim failed, settle now with the default outcome.
+        if (total == o.quantity) _release(orderId, o, true);
+    }
+
+    /// @dev Whether card `index` of the order's batch is in the order's delivered ranges.
+    function _inDelivery(uint256 orderId, uint256 delivery, uint256 index) private view returns (bool) {
+        uint256 n = uint8(delivery >> 32);
+        for (uint256 i; i < n; ++i) {
+            uint256 encoded = _rangeAt(orderId, delivery, i);
+            uint256 start = uint32(encoded);
+            if (index >= start && index < start + uint32(encoded >> 32)) return true;
+        }
+        return false;
     }
 
     /// @inheritdoc ICardEscrow
     function withdrawDispute(uint256 orderId) external nonReentrant {
         StoredOrder storage o = _orderIn(orderId, OrderStatus.Disputed);
         if (msg.sender != o.buyer) revert NotOrderBuyer(orderId, msg.sender);
-        if (block.timestamp < _windowEnd(o) && block.timestamp < _disputeDeadlines[orderId]) {
+        uint256 word = _disputes[orderId];
+        if (block.timestamp < _windowEnd(o) && block.timestamp < (word & _DEADLINE_MASK)) {
             // Back to Delivered with the window as it was: deliveredAt and disputeWindow never changed.
             o.status = OrderStatus.Delivered;
-            delete _disputeDeadlines[orderId];
+            _disputes[orderId] = word & (uint256(type(uint32).max) << 64); // only the proven count stays
             emit DisputeWithdrawn(orderId, false);
             return;
         }
-        // Too late to re-open the window (or the dispute has expired): settle now with the default outcome.
+        // Too late to re-open the window (or the dispute has expired): settle now with the default outcome of an
+        // undisputed order (a withdrawn membership claim refunds no unproven card).
+        _disputes[orderId] = word & ~_MEMBERSHIP;
         emit DisputeWithdrawn(orderId, true);
-        _release(orderId, o);
+        _release(orderId, o, false);
     }
 
     /// @dev Settle with the default outcome (status Released), for `release` and late dispute withdrawals.
-    function _release(uint256 orderId, StoredOrder storage o) private {
+    /// @dev `membership`: settle a membership dispute (unproven cards are refundable too).
+    function _release(uint256 orderId, StoredOrder storage o, bool membership) private {
         o.status = OrderStatus.Released;
-        (uint256 revoked, uint256 supplierAmount, uint256 fee, uint256 refund) = _settle(orderId, o);
+        (uint256 revoked, uint256 supplierAmount, uint256 fee, uint256 refund) = _settle(orderId, o, membership);
         emit OrderReleased(orderId, msg.sender, revoked, supplierAmount, fee, refund);
     }
 
@@ -486,7 +593,7 @@ contract CardEscrow is AccessControlEnumerable, ReentrancyGuardTransient, ICardE
         onlyRole(ARBITER_ROLE)
     {
         StoredOrder storage o = _orderIn(orderId, OrderStatus.Disputed);
-        uint256 deadline = _disputeDeadlines[orderId];
+        uint256 deadline = _disputes[orderId] & _DEADLINE_MASK;
         if (block.timestamp >= deadline) revert DisputeDeadlinePassed(orderId, deadline);
         uint256 total = uint256(o.quantity) * o.unitPrice;
         // Each share is at most the total: no overflow in the sum, and a clear error for any bad split.
@@ -516,13 +623,13 @@ contract CardEscrow is AccessControlEnumerable, ReentrancyGuardTransient, ICardE
     }
 
     /// @dev Credit a delivered order: the supplier gets the cards that are not refundable minus the fee, the
-    /// buyer the refundable ones (revoked and not redeemed, see _countRevoked). The caller has set the final status already (effects before interactions;
-    /// the registry reads are views of a trusted contract).
-    function _settle(uint256 orderId, StoredOrder storage o)
+    /// buyer the refundable ones (see _countRefundable). The caller has set the final status already (effects
+    /// before interactions; the registry reads are views of a trusted contract).
+    function _settle(uint256 orderId, StoredOrder storage o, bool membership)
         private
         returns (uint256 revoked, uint256 supplierAmount, uint256 fee, uint256 refund)
     {
-        revoked = _countRevoked(orderId, o);
+        revoked = _countRefundable(orderId, o, membership);
         uint256 unitPrice = o.unitPrice;
         address token = o.token;
         uint256 gross = (uint256(o.quantity) - revoked) * unitPrice;
@@ -620,8 +727,17 @@ contract CardEscrow is AccessControlEnumerable, ReentrancyGuardTransient, ICardE
             out.deliveredAt = uint32(delivery);
             out.rangeCount = uint8(delivery >> 32);
             out.batchId = _batchIdOf(o);
+            out.productId = _registry.batch(out.batchId).productId;
+            out.sealedHash = _sealedHashes[orderId];
+        } else if (o.status != OrderStatus.None) {
+            uint256 binding = o.binding;
+            out.productId = uint32(binding);
+            out.minExpiry = uint64(binding >> 32);
         }
-        out.disputeDeadline = _disputeDeadlines[orderId];
+        uint256 word = _disputes[orderId];
+        out.disputeDeadline = word & _DEADLINE_MASK;
+        out.membershipDispute = word & _MEMBERSHIP != 0;
+        out.provenCount = (word >> 64) & type(uint32).max;
     }
 
     /// @inheritdoc ICardEscrow
@@ -661,10 +777,16 @@ contract CardEscrow is AccessControlEnumerable, ReentrancyGuardTransient, ICardE
     }
 
     /// @inheritdoc ICardEscrow
+    function provenWord(bytes32 batchId, uint256 wordIndex) external view returns (uint256) {
+        return _proven[batchId][wordIndex];
+    }
+
+    /// @inheritdoc ICardEscrow
     function revokedCount(uint256 orderId) external view returns (uint256) {
         StoredOrder storage o = _orders[orderId];
         if (o.delivery == 0) return 0;
-        return _countRevoked(orderId, o);
+        bool membership = o.status == OrderStatus.Disputed && _disputes[orderId] & _MEMBERSHIP != 0;
+        return _countRefundable(orderId, o, membership);
     }
 
     // =================================================================== internals
@@ -685,7 +807,7 @@ contract CardEscrow is AccessControlEnumerable, ReentrancyGuardTransient, ICardE
     }
 
     function _batchIdOf(StoredOrder storage o) private view returns (bytes32) {
-        return bytes32((uint256(uint160(o.supplier)) << 96) | o.batchNonce);
+        return bytes32((uint256(uint160(o.supplier)) << 96) | o.binding);
     }
 
     /// @dev Range `i` (start | length << 32) of a delivery whose slot-3 word is `delivery`.
@@ -696,13 +818,19 @@ contract CardEscrow is AccessControlEnumerable, ReentrancyGuardTransient, ICardE
     }
 
     /// @dev How many delivered cards of the order are refundable now: revoked (on their own or with their batch)
-    /// and not redeemed. One registry read per 256-card word (repeated reads of the same word are served from a
-    /// one-word cache), plus the redemption word only when some card of the word is revoked, then a popcount of
-    /// the masked word. A card redeemed before its batch was revoked is not refundable: it was used. (A card
-    /// revoked on its own can never be redeemed, the registry refuses that.)
-    function _countRevoked(uint256 orderId, StoredOrder storage o) private view returns (uint256 count) {
+    /// and not redeemed, or, in a membership dispute, not proven in the batch. One registry read per 256-card word
+    /// (repeated reads of the same word are served from a one-word cache), plus the redemption word only when
+    /// some card of the word is revoked, then a popcount of the masked word. A card redeemed before its batch was
+    /// revoked is not refundable: it was used. (A card revoked on its own can never be redeemed, the registry
+    /// refuses that.)
+    function _countRefundable(uint256 orderId, StoredOrder storage o, bool membership)
+        private
+        view
+        returns (uint256 count)
+    {
         bytes32 batchId = _batchIdOf(o);
         uint256 delivery = o.delivery;
+        mapping(uint256 => uint256) storage proven = _proven[batchId];
         uint256 n = uint8(delivery >> 32);
         uint256 cachedIndex = type(uint256).max;
         uint256 cachedWord;
@@ -717,6 +845,7 @@ contract CardEscrow is AccessControlEnumerable, ReentrancyGuardTransient, ICardE
                 if (w != cachedIndex) {
                     cachedWord = _registry.revokedWord(batchId, w);
                     if (cachedWord != 0) cachedWord &= ~_registry.redeemedWord(batchId, w);
+                    if (membership) cachedWord |= ~proven[w];
                     cachedIndex = w;
                 }
                 if (cachedWord != 0) count += _popcount(cachedWord & _mask(start & 0xff, wordEnd - (w << 8)));

@@ -3,7 +3,7 @@ pragma solidity ^0.8.24;
 
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
-import {ICardRegistry, CardLeaf, Batch, CardStatus} from "./ICardRegistry.sol";
+import {ICardRegistry, CardLeaf, Batch, CardStatus, Product} from "./ICardRegistry.sol";
 
 /// @title CardRegistry
 /// @notice Anchors the Merkle roots of card-key batches and keeps, per batch, a revocation and a
@@ -15,7 +15,21 @@ contract CardRegistry is AccessControl, ICardRegistry {
     /// @inheritdoc ICardRegistry
     bytes32 public constant ISSUER_ROLE = keccak256("ISSUER_ROLE");
 
-    mapping(bytes32 batchId => Batch) private _batches;
+    /// @dev Storage form of a batch: the root, then one packed slot (the issuer is the first 20 bytes of the id).
+    struct StoredBatch {
+        bytes32 root;
+        uint32 cardCount;
+        uint40 anchoredAt;
+        bool revoked;
+        uint16 revokeReason;
+        uint32 productId;
+        uint64 expiry;
+    }
+
+    mapping(bytes32 batchId => StoredBatch) private _batches;
+    mapping(uint32 productId => Product) private _products;
+    mapping(bytes32 productKey => uint32 productId) private _productIds;
+    uint32 private _productCount;
     mapping(bytes32 batchId => mapping(uint256 wordIndex => uint256)) private _redeemedBits;
     mapping(bytes32 batchId => mapping(uint256 wordIndex => uint256)) private _revokedBits;
     mapping(address issuer => mapping(address redeemer => bool)) private _redeemers;
@@ -47,27 +61,46 @@ contract CardRegistry is AccessControl, ICardRegistry {
     // ---------------------------------------------------------------- anchoring
 
     /// @inheritdoc ICardRegistry
-    function anchorBatch(bytes32 batchId, bytes32 root, uint32 cardCount, bytes32 manifestHash)
-        external
-        onlyRole(ISSUER_ROLE)
-    {
+    function anchorBatch(
+        bytes32 batchId,
+        bytes32 root,
+        uint32 cardCount,
+        bytes32 manifestHash,
+        Product calldata product_,
+        uint64 expiry
+    ) external onlyRole(ISSUER_ROLE) {
         if (address(bytes20(batchId)) != msg.sender) revert BatchIdNotOwned(batchId, msg.sender);
         if (root == bytes32(0)) revert InvalidRoot(batchId);
         if (cardCount == 0) revert EmptyBatch(batchId);
-        Batch storage b = _batches[batchId];
+        StoredBatch storage b = _batches[batchId];
         if (b.anchoredAt != 0) revert BatchAlreadyAnchored(batchId);
+        uint32 productId = _productIdFor(product_);
         b.root = root;
-        b.issuer = msg.sender;
         b.cardCount = cardCount;
         b.anchoredAt = uint40(block.timestamp);
-        emit BatchAnchored(batchId, msg.sender, root, cardCount, manifestHash);
+        b.productId = productId;
+        b.expiry = expiry;
+        emit BatchAnchored(batchId, msg.sender, root, cardCount, manifestHash, productId, expiry);
+    }
+
+    /// @dev The id of `p`, registering it when it is new.
+    function _productIdFor(Product calldata p) private returns (uint32 id) {
+        if (p.sku == bytes32(0) || p.faceValue == 0 || p.currency == bytes3(0)) revert InvalidProduct();
+        bytes32 key = keccak256(abi.encode(p.sku, p.faceValue, p.currency));
+        id = _productIds[key];
+        if (id == 0) {
+            id = ++_productCount;
+            _productIds[key] = id;
+            _products[id] = p;
+            emit ProductRegistered(id, p.sku, p.faceValue, p.currency);
+        }
     }
 
     // ---------------------------------------------------------------- revocation
 
     /// @inheritdoc ICardRegistry
     function revokeCards(bytes32 batchId, uint256[] calldata indices, uint16 reason) external {
-        Batch storage b = _requireIssuer(batchId);
+        StoredBatch storage b = _requireIssuer(batchId);
         if (b.revoked) revert BatchAlreadyRevoked(batchId);
         uint256 n = indices.length;
         if (n == 0) revert EmptyIndexList();
@@ -113,7 +146,7 @@ contract CardRegistry is AccessControl, ICardRegistry {
 
     /// @inheritdoc ICardRegistry
     function revokeBatch(bytes32 batchId, uint16 reason) external {
-        Batch storage b = _requireIssuer(batchId);
+        StoredBatch storage b = _requireIssuer(batchId);
         if (b.revoked) revert BatchAlreadyRevoked(batchId);
         b.revoked = true;
         b.revokeReason = reason;
@@ -134,8 +167,8 @@ contract CardRegistry is AccessControl, ICardRegistry {
 
     /// @inheritdoc ICardRegistry
     function markRedeemed(bytes32 batchId, uint256[] calldata indices) external {
-        Batch storage b = _batches[batchId];
-        address issuer = b.issuer;
+        StoredBatch storage b = _batches[batchId];
+        address issuer = address(bytes20(batchId));
         if (b.anchoredAt == 0) revert BatchNotAnchored(batchId);
         if (msg.sender != issuer && !_redeemers[issuer][msg.sender]) revert NotBatchRedeemer(batchId, msg.sender);
         uint256 n = indices.length;
@@ -184,8 +217,31 @@ contract CardRegistry is AccessControl, ICardRegistry {
     // ---------------------------------------------------------------- views
 
     /// @inheritdoc ICardRegistry
-    function batch(bytes32 batchId) external view returns (Batch memory) {
-        return _batches[batchId];
+    function batch(bytes32 batchId) external view returns (Batch memory out) {
+        StoredBatch storage b = _batches[batchId];
+        out.root = b.root;
+        out.cardCount = b.cardCount;
+        out.anchoredAt = b.anchoredAt;
+        out.revoked = b.revoked;
+        out.revokeReason = b.revokeReason;
+        out.productId = b.productId;
+        out.expiry = b.expiry;
+        if (out.anchoredAt != 0) out.issuer = address(bytes20(batchId));
+    }
+
+    /// @inheritdoc ICardRegistry
+    function product(uint32 productId) external view returns (Product memory) {
+        return _products[productId];
+    }
+
+    /// @inheritdoc ICardRegistry
+    function productIdOf(bytes32 sku, uint128 faceValue, bytes3 currency) external view returns (uint32) {
+        return _productIds[keccak256(abi.encode(sku, faceValue, currency))];
+    }
+
+    /// @inheritdoc ICardRegistry
+    function productCount() external view returns (uint32) {
+        return _productCount;
     }
 
     /// @inheritdoc ICardRegistry
@@ -229,9 +285,14 @@ contract CardRegistry is AccessControl, ICardRegistry {
         view
         returns (bool authentic, CardStatus status)
     {
-        Batch storage b = _batches[leaf.batchId];
+        StoredBatch storage b = _batches[leaf.batchId];
         if (b.anchoredAt == 0 || leaf.index >= b.cardCount) return (false, CardStatus.Unknown);
         if (!MerkleProof.verifyCalldata(proof, b.root, leafHash(leaf))) return (false, CardStatus.Unknown);
+        // A leaf of another product or expiry than the batch was anchored with is not one of its cards.
+        Product storage p = _products[b.productId];
+        if (leaf.sku != p.sku || leaf.faceValue != p.faceValue || leaf.currency != p.currency || leaf.expiry != b.expiry) {
+            return (false, CardStatus.Unknown);
+        }
         if (isRedeemed(leaf.batchId, leaf.index)) return (true, CardStatus.Redeemed);
         if (isRevoked(leaf.batchId, leaf.index)) return (true, CardStatus.Revoked);
         if (leaf.expiry != 0 && block.timestamp > leaf.expiry) return (true, CardStatus.Expired);
@@ -282,9 +343,9 @@ contract CardRegistry is AccessControl, ICardRegistry {
         }
     }
 
-    function _requireIssuer(bytes32 batchId) private view returns (Batch storage b) {
+    function _requireIssuer(bytes32 batchId) private view returns (StoredBatch storage b) {
         b = _batches[batchId];
         if (b.anchoredAt == 0) revert BatchNotAnchored(batchId);
-        if (b.issuer != msg.sender) revert NotBatchIssuer(batchId, msg.sender);
+        if (address(bytes20(batchId)) != msg.sender) revert NotBatchIssuer(batchId, msg.sender);
     }
 }

@@ -27,15 +27,21 @@ enum OrderStatus {
     Cancelled
 }
 
-/// @notice An escrow order, as returned by `order()` (storage packs it into four slots, and a fifth for the
-/// dispute deadline of a disputed order, see CardEscrow).
-/// @dev The SKU is not stored (it is in the OrderOpened event). The escrowed amount is always exactly
-/// quantity * unitPrice: fee-on-transfer shortfalls are rejected when the order is funded.
+/// @notice An escrow order, as returned by `order()` (storage packs it into four slots, a fifth for the sealed
+/// delivery's hash and a sixth for the dispute of a disputed order, see CardEscrow).
+/// @dev The escrowed amount is always exactly quantity * unitPrice: fee-on-transfer shortfalls are rejected when
+/// the order is funded. The buyer's seal key is not stored (it is in the OrderOpened event).
 struct Order {
     /// @dev The account that opened and funded the order; receives refunds.
     address buyer;
     /// @dev The supplier (an ISSUER_ROLE holder of the registry) that must deliver.
     address supplier;
+    /// @dev The product ordered (a registry product id: SKU, face value, currency). After delivery it is the
+    /// delivered batch's product, which delivery checked to be the same.
+    uint32 productId;
+    /// @dev The earliest expiry the cards may have (Unix time; 0 = any). Checked against the batch at delivery and
+    /// not stored after it: 0 once delivered (the OrderOpened event keeps it).
+    uint64 minExpiry;
     /// @dev The ERC-20 the order is paid in.
     address token;
     /// @dev Number of cards ordered; a delivery assigns exactly this many.
@@ -58,6 +64,14 @@ struct Order {
     bytes32 batchId;
     /// @dev Number of card ranges in the delivery (see deliveryOf).
     uint256 rangeCount;
+    /// @dev keccak256 of the sealed delivery (the cards' codes, openings, leaves and multiproof, encrypted to the
+    /// buyer's seal key), 0 before delivery.
+    bytes32 sealedHash;
+    /// @dev Whether the dispute (if any) is a membership dispute: the buyer disputes that the delivered cards are
+    /// in the batch at all, and the supplier must prove them on chain (proveDelivery) before the deadline.
+    bool membershipDispute;
+    /// @dev Cards of a membership dispute proven so far.
+    uint256 provenCount;
     /// @dev Unix time at which the order's dispute ends unresolved (the arbiter can no longer act and anyone may
     /// settle it with the default outcome); set when the buyer disputes, 0 before any dispute and after a
     /// withdrawal that returned the order to Delivered.
@@ -68,6 +82,35 @@ struct Order {
 struct CardRange {
     uint32 start;
     uint32 length;
+}
+
+/// @notice What a buyer orders: the terms of `openOrder`.
+struct OrderTerms {
+    /// @dev Must hold ISSUER_ROLE in the registry.
+    address supplier;
+    /// @dev A registry product id (SKU, face value, currency): only batches of this product can deliver.
+    uint32 productId;
+    /// @dev The earliest expiry the cards may have (Unix time); 0 accepts any. Cards that never expire always pass.
+    uint64 minExpiry;
+    /// @dev Number of cards, 1 .. maxQuantity.
+    uint256 quantity;
+    /// @dev An allowlisted ERC-20.
+    address token;
+    /// @dev Price per card, > 0, < 2**96.
+    uint256 unitPrice;
+    /// @dev Unix time, after now and at most maxDeliveryPeriod ahead.
+    uint256 deliveryDeadline;
+    /// @dev Seconds, within [minDisputeWindow, maxDisputeWindow].
+    uint256 disputeWindow;
+}
+
+/// @notice The public part of a delivered card's leaf, which the supplier reveals to prove the card in its batch
+/// (the rest of the leaf, version, batch id, product and expiry, the escrow takes from the order's batch).
+struct ProvenCard {
+    uint32 index;
+    uint80 serial;
+    uint8 codeForm;
+    bytes32 codeCommitment;
 }
 
 /// @notice The escrow's rules, as in force now (orders keep the fee they were opened with).
@@ -152,6 +195,22 @@ interface ICardEscrowErrors {
     error CardAlreadyRedeemed(bytes32 batchId, uint256 index);
     /// @notice Card `index` of `batchId` was delivered already (in this or another order): a card is sold once.
     error CardAlreadyDelivered(bytes32 batchId, uint256 index);
+    /// @notice There is no product `productId` in the registry.
+    error UnknownProduct(uint256 productId);
+    /// @notice Batch `batchId` holds product `batchProductId`, but order `orderId` is for `orderProductId`.
+    error ProductMismatch(uint256 orderId, bytes32 batchId, uint256 orderProductId, uint256 batchProductId);
+    /// @notice The cards of `batchId` expire at `expiry`, before the order's minimum expiry `minExpiry`.
+    error ExpiryTooSoon(uint256 orderId, bytes32 batchId, uint256 expiry, uint256 minExpiry);
+    /// @notice A seal key is a 33-byte compressed secp256k1 public key; `length` bytes were given.
+    error InvalidSealKey(uint256 length);
+    /// @notice A delivery must carry the hash of its sealed codes.
+    error MissingSealedHash(uint256 orderId);
+    /// @notice Order `orderId` is not in a membership dispute.
+    error NotMembershipDispute(uint256 orderId);
+    /// @notice Card `index` of the order's batch is not one of the cards delivered in order `orderId`.
+    error CardNotInOrder(uint256 orderId, uint256 index);
+    /// @notice The multiproof does not prove the given cards in the batch's anchored root.
+    error InvalidDeliveryProof(uint256 orderId);
     /// @notice The dispute of order `orderId` ended unresolved at `deadline`: only its default outcome applies now.
     error DisputeDeadlinePassed(uint256 orderId, uint256 deadline);
     /// @notice The dispute of order `orderId` waits for an arbiter until `deadline`.
@@ -177,21 +236,25 @@ interface ICardEscrowEvents {
     );
     /// @notice `buyer` opened order `orderId` and funded it with `amount` of `token` in the same transaction
     /// (there is no separate OrderFunded event: an order exists only funded).
+    /// The supplier seals the delivered codes to `sealKey` (a compressed secp256k1 public key of the buyer's).
     event OrderOpened(
         uint256 indexed orderId,
         address indexed buyer,
         address indexed supplier,
         address token,
-        bytes32 sku,
+        uint32 productId,
+        uint64 minExpiry,
         uint256 quantity,
         uint256 unitPrice,
         uint256 amount,
         uint256 feeBps,
         uint256 deliveryDeadline,
-        uint256 disputeWindow
+        uint256 disputeWindow,
+        bytes sealKey
     );
-    /// @notice The supplier delivered order `orderId`: cards `ranges` of batch `batchId`.
-    event OrderDelivered(uint256 indexed orderId, bytes32 indexed batchId, CardRange[] ranges);
+    /// @notice The supplier delivered order `orderId`: cards `ranges` of batch `batchId`, whose codes are in the
+    /// sealed delivery with keccak256 `sealedHash`.
+    event OrderDelivered(uint256 indexed orderId, bytes32 indexed batchId, CardRange[] ranges, bytes32 sealedHash);
     /// @notice The buyer confirmed order `orderId`. `revokedCards` (revoked and not redeemed) were refunded to the
     /// buyer (`buyerRefund`); the supplier was credited `supplierAmount` and the fee recipient `fee`.
     event OrderConfirmed(
@@ -208,8 +271,11 @@ interface ICardEscrowEvents {
         uint256 buyerRefund
     );
     /// @notice The buyer disputed order `orderId`; an arbiter may resolve it until `deadline`, after which anyone
-    /// settles it with the default outcome.
-    event OrderDisputed(uint256 indexed orderId, uint256 deadline);
+    /// settles it with the default outcome. With `membership` the buyer disputes that the cards are in the batch
+    /// at all: the supplier proves them until `deadline`, and cards left unproven then are refunded.
+    event OrderDisputed(uint256 indexed orderId, uint256 deadline, bool membership);
+    /// @notice `cards` more cards of order `orderId` were proven in their batch; `provenTotal` are proven now.
+    event DeliveryProven(uint256 indexed orderId, uint256 cards, uint256 provenTotal);
     /// @notice The buyer withdrew its dispute of order `orderId`. With `settled` false the order is Delivered
     /// again, with its dispute window as it was; with `settled` true it was settled at once (OrderReleased follows).
     event DisputeWithdrawn(uint256 indexed orderId, bool settled);
@@ -243,6 +309,18 @@ interface ICardEscrowEvents {
 /// is refunded in full for the refundable ones. Without an arbiter, the buyer's remedy for a bad card is
 /// therefore the issuer's revocation, which the escrow refunds by rule at settlement. The buyer may withdraw its
 /// dispute (withdrawDispute).
+///
+/// Membership disputes are settled by the contract alone. A buyer who finds that delivered cards are not in the
+/// batch (a junk root, a leaf of another product) disputes with disputeMembership. The supplier then proves the
+/// cards on chain before the dispute's deadline: their public leaf fields and an OpenZeppelin multiproof against
+/// the batch's anchored root (proveDelivery), the leaves rebuilt with the batch's product and expiry. Once every
+/// card is proven the order settles at once with the default outcome; at the deadline the DEFAULT OUTCOME of a
+/// membership dispute refunds the buyer for every card left unproven, as well as for the refundable ones.
+///
+/// Orders name what they buy: a registry product (SKU, face value, currency) and optionally a minimum expiry.
+/// Delivery from a batch of another product, or of cards expiring sooner, is refused. The delivered codes travel
+/// sealed to a key of the buyer's (named when the order opens); the sealed delivery's hash is recorded with the
+/// delivery, so that the buyer, a public service and an arbiter can all tell the delivery that was made.
 interface ICardEscrow is ICardEscrowErrors, ICardEscrowEvents {
     /// @notice Role allowed to resolve disputes before their deadline. Granted at deploy (constructor); an
     /// arbiter may be a contract (a multisig, a DAO, an on-chain court).
@@ -288,45 +366,29 @@ interface ICardEscrow is ICardEscrowErrors, ICardEscrowEvents {
     // ------------------------------------------------------------------ orders
 
     /// @notice Open and fund an order: pulls quantity * unitPrice of `token` from the caller (needs allowance).
-    /// @param supplier Must hold ISSUER_ROLE in the registry.
-    /// @param sku Product SKU, only emitted.
-    /// @param quantity Number of cards, 1 .. maxQuantity.
-    /// @param token An allowlisted ERC-20.
-    /// @param unitPrice Price per card, > 0, < 2**96.
-    /// @param deliveryDeadline Unix time, after now and at most maxDeliveryPeriod ahead.
-    /// @param disputeWindow Seconds, within [minDisputeWindow, maxDisputeWindow].
+    /// @param terms What is ordered, from whom, at what price and with which windows (see OrderTerms).
+    /// @param sealKey The buyer's seal key, a 33-byte compressed secp256k1 public key (by default the buyer's
+    /// account key): the supplier seals the delivered codes to it. Only emitted.
     /// @return orderId The new order's id (sequential from 1).
-    function openOrder(
-        address supplier,
-        bytes32 sku,
-        uint256 quantity,
-        address token,
-        uint256 unitPrice,
-        uint256 deliveryDeadline,
-        uint256 disputeWindow
-    ) external returns (uint256 orderId);
+    function openOrder(OrderTerms calldata terms, bytes calldata sealKey) external returns (uint256 orderId);
 
     /// @notice As openOrder, first approving the escrow with an EIP-2612 permit for quantity * unitPrice.
     /// A failing permit (for example one already submitted by a front-runner) is ignored: the order then
     /// opens if the allowance suffices.
     function openOrderWithPermit(
-        address supplier,
-        bytes32 sku,
-        uint256 quantity,
-        address token,
-        uint256 unitPrice,
-        uint256 deliveryDeadline,
-        uint256 disputeWindow,
+        OrderTerms calldata terms,
+        bytes calldata sealKey,
         uint256 permitDeadline,
         uint8 v,
         bytes32 r,
         bytes32 s
     ) external returns (uint256 orderId);
 
-    /// @notice Deliver order `orderId`: assign exactly `quantity` cards of the supplier's own batch `batchId`.
-    /// Supplier only, until the delivery deadline. Every card must be neither revoked nor redeemed in the
-    /// registry and never delivered before (in any order).
-    function deliver(uint256 orderId, bytes32 batchId, CardRange[] calldata ranges) external;
+    /// @notice Deliver order `orderId`: assign exactly `quantity` cards of the supplier's own batch `batchId`,
+    /// whose sealed codes hash to `sealedHash`. Supplier only, until the delivery deadline. The batch must hold
+    /// the order's product, and expire no sooner than its minimum expiry (cards that never expire always pass).
+    /// Every card must be neither revoked nor redeemed in the registry and never delivered before (in any order).
+    function deliver(uint256 orderId, bytes32 batchId, CardRange[] calldata ranges, bytes32 sealedHash) external;
 
     /// @notice The buyer accepts the delivery (any time after it, unless disputed) and the order settles.
     function confirm(uint256 orderId) external;
@@ -342,6 +404,25 @@ interface ICardEscrow is ICardEscrowErrors, ICardEscrowEvents {
     /// its deadline, now + disputeResolutionPeriod (in OrderDisputed and order().disputeDeadline); from then on
     /// anyone settles it with the default outcome (release).
     function dispute(uint256 orderId) external;
+
+    /// @notice The buyer disputes, within the dispute window, that the delivered cards are in the batch at all.
+    /// The supplier must prove them (proveDelivery) before the deadline, now + disputeResolutionPeriod; an arbiter
+    /// may resolve the dispute until then as any other. From the deadline on anyone settles the order with the
+    /// default outcome of a membership dispute: the buyer is refunded for every card left unproven.
+    function disputeMembership(uint256 orderId) external;
+
+    /// @notice Prove delivered cards of an order in a membership dispute, before its deadline. Anyone may call
+    /// (the supplier does). `cards` are the cards' public leaf fields in the order of the multiproof's leaves; the
+    /// escrow rebuilds each leaf with version 2, the order's batch id and the batch's product and expiry, and
+    /// checks them with OpenZeppelin's MerkleProof.multiProofVerifyCalldata against the batch's root. Cards may be
+    /// proven in several calls; a card proven twice counts once. When every card is proven, the order settles at
+    /// once with the default outcome.
+    function proveDelivery(
+        uint256 orderId,
+        ProvenCard[] calldata cards,
+        bytes32[] calldata proof,
+        bool[] calldata proofFlags
+    ) external;
 
     /// @notice The buyer withdraws its dispute. While the dispute window is open and the dispute's deadline has
     /// not passed, the order is Delivered again with its window as it was (the buyer may confirm, or dispute
@@ -392,7 +473,10 @@ interface ICardEscrow is ICardEscrowErrors, ICardEscrowEvents {
     /// @notice Word `wordIndex` of the escrow's bitmap of delivered cards of `batchId` (a card is sold once).
     function deliveredWord(bytes32 batchId, uint256 wordIndex) external view returns (uint256);
 
+    /// @notice Word `wordIndex` of the bitmap of cards of `batchId` proven in a membership dispute.
+    function provenWord(bytes32 batchId, uint256 wordIndex) external view returns (uint256);
+
     /// @notice How many of the order's delivered cards are refundable right now: revoked in the registry (on
-    /// their own or with their batch) and not redeemed.
+    /// their own or with their batch) and not redeemed, or, in a membership dispute, not proven.
     function revokedCount(uint256 orderId) external view returns (uint256);
 }

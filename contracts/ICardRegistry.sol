@@ -29,14 +29,30 @@ struct CardLeaf {
     bytes32 codeCommitment;
 }
 
-/// @notice A batch as stored on chain. Packed into two storage slots.
+/// @notice What a card is: its SKU, face value and currency. Registered once, the first time a batch of it is
+/// anchored, under a sequential id (from 1). Escrow orders name a product by this id.
+struct Product {
+    /// @dev Product SKU, ASCII, right-padded with zero bytes (as in the leaf).
+    bytes32 sku;
+    /// @dev Face value in the currency's minor units (as in the leaf).
+    uint128 faceValue;
+    /// @dev ISO 4217 alphabetic currency code, ASCII (as in the leaf).
+    bytes3 currency;
+}
+
+/// @notice A batch, as returned by `batch()`. Stored in two slots (the issuer is the first 20 bytes of the id).
 struct Batch {
     bytes32 root;
+    /// @dev The first 20 bytes of the batch id; zero when the batch is not anchored.
     address issuer;
     uint32 cardCount;
     uint40 anchoredAt;
     bool revoked;
     uint16 revokeReason;
+    /// @dev The product of every card of the batch, fixed when it was anchored (see `product`).
+    uint32 productId;
+    /// @dev The expiry of every card of the batch (Unix time; 0 = never expires), fixed when it was anchored.
+    uint64 expiry;
 }
 
 /// @notice Status of a card as far as the chain knows it.
@@ -65,6 +81,8 @@ interface ICardRegistryErrors {
     error EmptyBatch(bytes32 batchId);
     /// @notice A zero root cannot be anchored.
     error InvalidRoot(bytes32 batchId);
+    /// @notice A product needs a SKU, a face value above zero and a currency.
+    error InvalidProduct();
     /// @notice `caller` is not the issuer of `batchId`.
     error NotBatchIssuer(bytes32 batchId, address caller);
     /// @notice `caller` is neither the issuer of `batchId` nor one of its redeemers.
@@ -87,11 +105,20 @@ interface ICardRegistryErrors {
 
 /// @title Events of the CardRegistry.
 interface ICardRegistryEvents {
-    /// @notice `issuer` anchored batch `batchId` with Merkle `root` over `cardCount` cards.
+    /// @notice `issuer` anchored batch `batchId` with Merkle `root` over `cardCount` cards of product `productId`
+    /// that expire at `expiry` (0 = never).
     /// @param manifestHash Hash of the off-chain batch manifest (kept in the event only, to save gas).
     event BatchAnchored(
-        bytes32 indexed batchId, address indexed issuer, bytes32 root, uint256 cardCount, bytes32 manifestHash
+        bytes32 indexed batchId,
+        address indexed issuer,
+        bytes32 root,
+        uint256 cardCount,
+        bytes32 manifestHash,
+        uint32 productId,
+        uint64 expiry
     );
+    /// @notice Product `productId` was registered (by the first anchor of a batch of it).
+    event ProductRegistered(uint32 indexed productId, bytes32 sku, uint128 faceValue, bytes3 currency);
     /// @notice The issuer revoked the cards whose bits are set in `mask`, in bitmap word `wordIndex`
     /// (cards wordIndex*256 + bit). One event per touched word.
     event CardsRevoked(bytes32 indexed batchId, uint256 indexed wordIndex, uint256 mask, uint16 reason);
@@ -120,11 +147,23 @@ interface ICardRegistry is ICardRegistryErrors, ICardRegistryEvents {
     function issuerName(address issuer) external view returns (string memory);
 
     /// @notice Anchor a batch. Only an issuer, and only for a batch id whose first 20 bytes are its address.
+    /// The batch's product and expiry are fixed here, for good: every leaf of the batch carries them, escrow
+    /// orders for another product (or a later minimum expiry) cannot be delivered from it, and the escrow
+    /// rebuilds the leaves of a disputed delivery with them.
     /// @param batchId The batch id; anchored at most once.
     /// @param root The OpenZeppelin StandardMerkleTree root over the batch's CardLeaf values.
     /// @param cardCount Number of cards (leaves) in the batch, at least 1.
     /// @param manifestHash Hash of the off-chain manifest, emitted for auditors.
-    function anchorBatch(bytes32 batchId, bytes32 root, uint32 cardCount, bytes32 manifestHash) external;
+    /// @param cardProduct The cards' SKU, face value and currency; registered under a new id if it is new.
+    /// @param expiry The cards' expiry (Unix time; 0 = never expires).
+    function anchorBatch(
+        bytes32 batchId,
+        bytes32 root,
+        uint32 cardCount,
+        bytes32 manifestHash,
+        Product calldata cardProduct,
+        uint64 expiry
+    ) external;
 
     /// @notice Revoke single cards of one of the caller's batches.
     /// @param indices Card indices; each must be in range and not revoked or redeemed already.
@@ -143,6 +182,15 @@ interface ICardRegistry is ICardRegistryErrors, ICardRegistryEvents {
 
     /// @notice The stored batch; `anchoredAt` is 0 when the batch is not anchored.
     function batch(bytes32 batchId) external view returns (Batch memory);
+
+    /// @notice Product `productId` (all zero when there is no such product).
+    function product(uint32 productId) external view returns (Product memory);
+
+    /// @notice The id of a product (0 when no batch of it was ever anchored).
+    function productIdOf(bytes32 sku, uint128 faceValue, bytes3 currency) external view returns (uint32);
+
+    /// @notice Number of products registered (the last product id).
+    function productCount() external view returns (uint32);
 
     /// @notice Whether `redeemer` may redeem `issuer`'s cards.
     function isRedeemer(address issuer, address redeemer) external view returns (bool);
@@ -163,7 +211,8 @@ interface ICardRegistry is ICardRegistryErrors, ICardRegistryEvents {
     function leafHash(CardLeaf calldata leaf) external pure returns (bytes32);
 
     /// @notice Check a card against its batch root and report its status.
-    /// @return authentic Whether the batch is anchored, the index in range and the proof valid.
+    /// @return authentic Whether the batch is anchored, the index in range, the proof valid, and the leaf's
+    /// product and expiry those the batch was anchored with.
     /// @return status The card's status; Unknown when not authentic.
     function verifyCard(CardLeaf calldata leaf, bytes32[] calldata proof)
         external

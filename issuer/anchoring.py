@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from chain.client import guard
 from chain.errors import BatchAlreadyAnchored, ChainError, ContractRevert, TransactionTimeout
-from chain.registry import Registry
+from chain.registry import ProductSpec, Registry
 from issuer import acts
 from issuer.errors import IssuerError
 from issuer.storage import repository as repo
@@ -145,7 +145,9 @@ def anchor_batch(
         manifest = bytes.fromhex(batch.manifest_hash[2:])
         try:
             say("sending anchor transaction")
-            sent = registry.send_anchor(bid, root, batch.card_count, manifest, before_broadcast=record_hash)
+            sent = registry.send_anchor(bid, root, batch.card_count, manifest,
+                                        product=ProductSpec.of(batch.sku, batch.face_value, batch.currency),
+                                        expiry=batch.expiry or 0, before_broadcast=record_hash)
         except BatchAlreadyAnchored:
             return _finish_from_chain(session, registry, batch, root, registry.batch(bid).root)
         except ContractRevert as exc:

@@ -1,4 +1,4 @@
-"""Issuer commands: issuer add|list|serve|api-key, mint, anchor, batches, export, revoke, redeem, reconcile, redeemer,
+"""Issuer commands: issuer add|list|serve|node|api-key, mint, anchor, batches, export, revoke, redeem, reconcile, redeemer,
 db upgrade.
 
 Thin layers: parse options, call the issuer library, present the result (`--json`: one JSON value).
@@ -246,35 +246,87 @@ def _arg_error(message: str) -> Exception:
     return type("InvalidArgument", (IssuerError, ValueError), {"code": "invalid_argument"})(message)
 
 
+def _batch_arg(batch: str) -> bytes:
+    import re
+
+    if not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", batch or ""):
+        raise _arg_error(f"--batch: {batch!r} is not a batch id (0x + 64 hex digits)")
+    return bytes.fromhex(batch[2:] if batch.lower().startswith("0x") else batch)
+
+
 def order_deliver(
     order_id: Annotated[int, typer.Argument(help="The order id.", min=1)],
     batch: Annotated[str, typer.Option("--batch", help="The supplier's anchored batch id (0x + 64 hex).")],
     ranges: Annotated[list[str], typer.Option("--range", help="Cards START:COUNT of the batch (repeatable).")],
+    upload: Annotated[bool, typer.Option("--upload/--no-upload", help="Upload the sealed delivery to the public "
+                                                                     "service (CARDPROOF_PUBLIC_URL).")] = True,
     json_out: JsonOpt = False,
 ) -> None:
-    """Deliver an order (supplier): assign exactly QUANTITY cards of one of the supplier's own batches. Recorded
-    before it is sent; run again, it settles an interrupted delivery or redoes one the chain lost."""
-    import re
-
+    """Deliver an order (supplier): seal the cards' codes to the buyer's seal key, assign exactly QUANTITY cards
+    of one of the supplier's own batches on chain with the sealed delivery's hash, and upload the sealed delivery
+    to the public service. Recorded before it is sent; run again, it settles an interrupted delivery, redoes one
+    the chain lost, and uploads what was not uploaded."""
     from chain.escrow import Escrow
     from chain.escrow_view import parse_ranges, ranges_json
-    from issuer.escrow_acts import deliver_order
+    from issuer.delivery_seal import deliver_sealed
 
-    if not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", batch or ""):
-        raise _arg_error(f"--batch: {batch!r} is not a batch id (0x + 64 hex digits)")
+    batch_id = _batch_arg(batch)
     try:
         rs = parse_ranges(ranges)
     except ValueError as exc:
         raise _arg_error(str(exc)) from None
-    batch_id = bytes.fromhex(batch[2:] if batch.lower().startswith("0x") else batch)
     rt = Runtime()
-    result = deliver_order(rt.sessions, Escrow.deployed(rt.client, rt.settings.home), order_id, batch_id, rs)
-    out = {"order_id": order_id, "tx": result.tx_hash, "status": "delivered", "batch_id": "0x" + batch_id.hex(),
-           "ranges": ranges_json(rs)}
+    result = deliver_sealed(rt.sessions, rt.master_key, Escrow.deployed(rt.client, rt.settings.home), rt.registry,
+                            order_id, batch_id, rs, public_url=rt.settings.public_url if upload else None)
+    out = {"order_id": order_id, "tx": result.act.tx_hash, "status": "delivered", "batch_id": "0x" + batch_id.hex(),
+           "ranges": ranges_json(rs), "sealed_hash": "0x" + result.sealed_hash.hex(), "uploaded": result.uploaded,
+           "upload_error": result.upload_error}
     if json_out:
         emit_json(out)
         return
-    say(f"order {order_id} delivered: {sum(n for _, n in rs)} cards of batch {out['batch_id']} (tx {out['tx']})")
+    say(f"order {order_id} delivered: {result.cards} cards of batch {out['batch_id']}, sealed to the buyer "
+        f"(sealed hash {out['sealed_hash']}, tx {out['tx']})")
+    if result.uploaded:
+        say(f"the sealed delivery is on {rt.settings.public_url}: the buyer runs `cardproof order receive {order_id}`")
+    elif result.upload_error:
+        say(f"warning: {result.upload_error}; run `cardproof order upload {order_id}` to try again")
+
+
+def order_upload(
+    order_id: Annotated[int, typer.Argument(help="The order id.", min=1)],
+    json_out: JsonOpt = False,
+) -> None:
+    """Upload an order's sealed delivery (stored when it was delivered) to the public service (supplier)."""
+    from chain.escrow import Escrow
+    from issuer.delivery_seal import upload_sealed
+
+    rt = Runtime()
+    escrow = Escrow.deployed(rt.client, rt.settings.home)
+    body = upload_sealed(rt.sessions, rt.settings.public_url, chain_id=rt.client.chain_id, escrow=escrow.address,
+                         order_id=order_id)
+    if json_out:
+        emit_json(body)
+        return
+    say(f"the sealed delivery of order {order_id} is on {rt.settings.public_url}")
+
+
+def order_prove(
+    order_id: Annotated[int, typer.Argument(help="The order id.", min=1)],
+    chunk: Annotated[int, typer.Option(min=1, max=4096, help="Cards proven per transaction.")] = 512,
+    json_out: JsonOpt = False,
+) -> None:
+    """Answer a membership dispute (supplier): prove the order's delivered cards in their anchored batch on chain,
+    with their public leaf fields and multiproofs. Cards left unproven at the dispute's deadline are refunded."""
+    from chain.escrow import Escrow
+    from issuer.delivery_proof import prove_order
+
+    rt = Runtime()
+    result = prove_order(rt.sessions, Escrow.deployed(rt.client, rt.settings.home), order_id, chunk=chunk)
+    if json_out:
+        emit_json(result.to_json())
+        return
+    say(f"order {order_id}: {result.proven_now} cards proven in {len(result.txs)} transaction(s); "
+        f"{result.proven_total} of {result.quantity} proven" + ("; the order is settled" if result.settled else ""))
 
 
 @issuer_app.command("withdraw")
@@ -316,6 +368,8 @@ def register_order_commands(order_app: typer.Typer) -> None:
     """Register `order deliver` (the supplier's escrow act, recorded) into the public side's `order` group; the
     supplier's recorded withdrawal is `issuer withdraw` (buyers and the platform withdraw with `order withdraw`)."""
     order_app.command("deliver")(order_deliver)
+    order_app.command("upload")(order_upload)
+    order_app.command("prove")(order_prove)
 
 
 def _deployed_escrow(rt: Runtime):  # -> chain.escrow.Escrow | None (imported lazily)
@@ -332,8 +386,15 @@ def issuer_serve(host: Annotated[str, typer.Option(help="Interface to listen on.
                  port: Annotated[int, typer.Option(help="TCP port.")] = 8100,
                  workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes (more than one "
                                                                            "needs CARDPROOF_REDIS_URL).")] = 1,
-                 log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning") -> None:
-    """Run the supplier's redemption service for its redeemers (API keys, EIP-191 signed requests)."""
+                 log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+                 node: Annotated[bool, typer.Option("--node/--no-node", help="Also run the supplier's node (watch "
+                                                    "the escrow, deliver and publish orders) when the escrow is "
+                                                    "deployed.")] = True,
+                 config: Annotated[Path | None, typer.Option("--config", help="The node's TOML configuration "
+                                                             "(default: CARDPROOF_NODE_CONFIG, "
+                                                             "$CARDPROOF_HOME/node.toml).")] = None) -> None:
+    """Run the supplier's redemption service for its redeemers (API keys, EIP-191 signed requests), and the
+    supplier's node in the background (`--no-node` to leave it out; `cardproof issuer node` runs it alone)."""
     import uvicorn
 
     from chain.errors import ConfigError
@@ -342,23 +403,133 @@ def issuer_serve(host: Annotated[str, typer.Option(help="Interface to listen on.
     if workers > 1 and not get_settings().redis_url:
         # Signed requests' nonces and the rate limits must be shared by the workers.
         raise ConfigError("--workers above 1 needs CARDPROOF_REDIS_URL (shared nonces and rate limits)")
+    running = _start_background_node(config) if node else None
     say(f"cardproof issuer service on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''})")
-    uvicorn.run("issuer.service.app:create_app", factory=True, host=host, port=port, workers=workers,
-                lifespan="on", access_log=False, log_level=log_level, proxy_headers=False)
+    try:
+        uvicorn.run("issuer.service.app:create_app", factory=True, host=host, port=port, workers=workers,
+                    lifespan="on", access_log=False, log_level=log_level, proxy_headers=False)
+    finally:
+        if running is not None:
+            running.stop()
+
+
+def _node_logging() -> None:
+    """One line per handled order on stderr (``cardproof node: ...``); never a code."""
+    import logging
+
+    logger = logging.getLogger("cardproof.node")
+    if not any(getattr(h, "_cardproof_node", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("cardproof node: %(message)s"))
+        handler._cardproof_node = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def _build_node(config_path: Path | None):  # -> issuer.node.SupplierNode | None (imported lazily)
+    """The node of the configured supplier, or None when no escrow is deployed on this chain."""
+    from issuer.node import SupplierNode, load_config
+
+    import dataclasses
+
+    from chain.deployments import recorded
+    from chain.escrow import ESCROW
+
+    rt = Runtime()
+    cfg = load_config(config_path, settings=rt.settings)
+    escrow = _deployed_escrow(rt)
+    if escrow is None:
+        return None
+    record = recorded(rt.settings.home, rt.client.chain_id, ESCROW)
+    if cfg.start_block == 0 and record is not None and record.block_number:
+        cfg = dataclasses.replace(cfg, start_block=int(record.block_number))  # no order is older than the escrow
+    from issuer.webhooks import hook
+
+    # The node's events (delivered, published, out of stock, low stock) go to the supplier's webhooks, if any.
+    return SupplierNode(rt, escrow, rt.registry, cfg, on_event=hook(rt.sessions, home=rt.settings.home))
+
+
+def _start_background_node(config_path: Path | None):  # -> SupplierNode | None
+    """Start the node next to the service; a node that cannot start is one line, and the service runs anyway."""
+    from chain.errors import ChainError
+    from issuer.errors import IssuerError
+
+    _node_logging()
+    try:
+        running = _build_node(config_path)
+    except (ChainError, IssuerError, OSError) as exc:
+        sys.stderr.write(f"cardproof: the node is not running: {' '.join(str(exc).split())[:300]}\n")
+        sys.stderr.flush()
+        return None
+    if running is None:
+        say("no CardEscrow is deployed on this chain: the node is not running")
+        return None
+    running.start()
+    say(f"cardproof node: watching escrow {running.escrow.address} for orders to {running.escrow.client.address} "
+        f"({running.config.workers} workers)")
+    return running
+
+
+@issuer_app.command("node")
+def issuer_node(once: Annotated[bool, typer.Option("--once", help="One pass (read new orders, fulfil what can "
+                                                                  "be), then exit.")] = False,
+                config: Annotated[Path | None, typer.Option("--config", help="The node's TOML configuration "
+                                                            "(default: CARDPROOF_NODE_CONFIG, "
+                                                            "$CARDPROOF_HOME/node.toml).")] = None,
+                json_out: JsonOpt = False) -> None:
+    """Run the supplier's node alone: watch the escrow for orders to this supplier; pick cards from stock, seal
+    them to the buyer, deliver them on chain and publish the sealed delivery; one line per handled order on
+    stderr. Safe to kill at any point: a restart delivers each order exactly once."""
+    import signal
+    import threading
+
+    from chain.errors import ConfigError
+
+    _node_logging()
+    running = _build_node(config)
+    if running is None:
+        raise ConfigError("no CardEscrow is deployed on this chain (cardproof deploy)")
+    if once:
+        summary = running.run_once(wait_for_orders=True)
+        running.stop()
+        if json_out:
+            emit_json(summary)
+        else:
+            say(" ".join(f"{state}={n}" for state, n in summary["orders"].items()) or "no orders")
+        return
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    running.start()
+    if not json_out:
+        say(f"cardproof node: watching escrow {running.escrow.address} for orders to "
+            f"{running.escrow.client.address} ({running.config.workers} workers); Ctrl-C stops")
+    else:
+        emit_json({"escrow": running.escrow.address, "supplier": running.escrow.client.address,
+                   "config": running.config.to_json()})
+    while not done.wait(0.5):
+        pass
+    running.stop()
 
 
 @api_key_app.command("create")
 def api_key_create(issuer: Annotated[str, typer.Option(help="The issuer whose cards the key may redeem.")],
                    label: Annotated[str, typer.Option(help="A note, e.g. the shop or till.")] = "",
+                   role: Annotated[str, typer.Option(help="redeemer (redeems cards at a till) or erp (the "
+                                                          "supplier's own systems: stock, mint jobs, orders, "
+                                                          "revocation, webhooks).")] = "redeemer",
                    json_out: JsonOpt = False) -> None:
     """Create a key; it is printed once and stored only hashed."""
     from issuer.issuers import check_address
     from issuer.service.auth import create_api_key
 
+    if role not in ("redeemer", "erp"):
+        raise _arg_error(f"--role: {role!r} is not a role (redeemer or erp)")
     address = check_address(issuer)
     with Runtime().sessions.begin() as session:
-        key, row = create_api_key(session, address, label)
-        info = {"key": key, "key_id": row.key_id, "issuer": row.issuer_address, "label": row.label}
+        key, row = create_api_key(session, address, label, role=role)
+        info = {"key": key, "key_id": row.key_id, "issuer": row.issuer_address, "label": row.label, "role": role}
     if json_out:
         emit_json(info)
     else:

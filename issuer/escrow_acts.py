@@ -1,8 +1,8 @@
 """The supplier's escrow acts, deliver and withdraw, as recorded intents (``issuer.acts``), settled from the chain.
 
-* ``deliver_order``: assigns cards of the supplier's batch to an order. The act (kind ``deliver``, subject the
-  batch id, payload the escrow, order id and ranges) is recorded and its transaction hash stored before
-  broadcast. A rerun settles it: delivered on chain with these ranges → done (the act marked mined/final);
+* ``deliver_order``: assigns cards of the supplier's batch to an order, with the hash of their sealed delivery
+  (``issuer.delivery_seal``). The act (kind ``deliver``, subject the batch id, payload the escrow, order id, ranges
+  and sealed hash) is recorded and its transaction hash stored before broadcast. A rerun settles it: delivered on chain with these ranges → done (the act marked mined/final);
   the order still funded (the delivery was lost: dropped, rolled back, reorganised away) → sent again.
 * ``withdraw_credit``: withdraws the account's whole credit in a token (kind ``withdraw``, subject the token).
   A withdrawal the chain lost leaves the credit in the escrow: a rerun withdraws it again.
@@ -79,23 +79,33 @@ def _send(sessions: sessionmaker[Session], escrow: Escrow, act_id: int, fn: Any,
         return receipt
 
 
-def _delivered(escrow: Escrow, order_id: int, batch_id: bytes, ranges: list[tuple[int, int]]) -> bool | None:
-    """True: delivered with these cards; False: still funded (deliverable); None: anything else."""
+def _delivered(escrow: Escrow, order_id: int, batch_id: bytes, ranges: list[tuple[int, int]],
+               sealed_hash: bytes | None = None) -> bool | None:
+    """True: delivered with these cards (and this sealed hash); False: still funded (deliverable); None: anything
+    else."""
     order = escrow.order(order_id)
     if order.status == OrderStatus.FUNDED:
         return False
     if order.status == OrderStatus.NONE:
         return None
+    if sealed_hash is not None and order.sealed_hash != sealed_hash:
+        return None
     got_batch, got = escrow.delivery(order_id)
     return True if got_batch == batch_id and [(r.start, r.length) for r in got] == ranges else None
 
 
+def _sealed_of(payload: dict[str, Any]) -> bytes:
+    return bytes.fromhex(payload["sealed_hash"][2:])
+
+
 def deliver_order(sessions: sessionmaker[Session], escrow: Escrow, order_id: int, batch_id: bytes,
-                  ranges: Iterable[CardRange | tuple[int, int]]) -> ActResult:
-    """Deliver cards `ranges` of `batch_id` to order `order_id` (or settle an earlier attempt)."""
+                  ranges: Iterable[CardRange | tuple[int, int]], sealed_hash: bytes) -> ActResult:
+    """Deliver cards `ranges` of `batch_id` to order `order_id` with the hash of their sealed delivery (or settle
+    an earlier attempt)."""
     rs = _ranges(ranges)
     subject = "0x" + batch_id.hex()
-    payload = {"escrow": escrow.address, "order_id": int(order_id), "ranges": [list(r) for r in rs]}
+    payload = {"escrow": escrow.address, "order_id": int(order_id), "ranges": [list(r) for r in rs],
+               "sealed_hash": "0x" + bytes(sealed_hash).hex()}
     with sessions.begin() as session:
         act = acts.begin(session, "deliver", subject, payload, client=escrow.client, contract=escrow.address,
                          reuse=("pending", "broadcast", "lost", "mined", "final"))
@@ -103,7 +113,8 @@ def deliver_order(sessions: sessionmaker[Session], escrow: Escrow, order_id: int
     settled = _settle_deliver(sessions, escrow, act_id, resend=False)
     if settled is not None:
         return settled
-    _send(sessions, escrow, act_id, escrow.fn.deliver(int(order_id), batch_id, rs), gas_deliver(rs))
+    _send(sessions, escrow, act_id, escrow.fn.deliver(int(order_id), batch_id, rs, bytes(sealed_hash)),
+          gas_deliver(rs))
     with sessions() as session:
         return _result(session.get(acts.ChainAct, act_id), already=False)
 
@@ -116,11 +127,12 @@ def _settle_deliver(sessions: sessionmaker[Session], escrow: Escrow, act_id: int
         act = session.get(acts.ChainAct, act_id)
         p = acts.payload_of(act)
         order_id, rs = int(p["order_id"]), [tuple(r) for r in p["ranges"]]
+        sealed = _sealed_of(p)
         batch_id = bytes.fromhex(act.subject[2:])
         seen = acts.observe(client, act)
         if seen.status == "in_mempool":
             seen = acts.Seen("mined", client.wait(act.tx_hash))
-        state = _delivered(escrow, order_id, batch_id, rs)
+        state = _delivered(escrow, order_id, batch_id, rs, sealed)
         if state is True:
             acts.mined(act, client, seen.receipt if seen.status == "mined" else None)
             session.commit()
@@ -135,7 +147,7 @@ def _settle_deliver(sessions: sessionmaker[Session], escrow: Escrow, act_id: int
         session.commit()
     if not resend:
         return None
-    _send(sessions, escrow, act_id, escrow.fn.deliver(order_id, batch_id, rs), gas_deliver(rs))
+    _send(sessions, escrow, act_id, escrow.fn.deliver(order_id, batch_id, rs, sealed), gas_deliver(rs))
     with sessions() as session:
         return _result(session.get(acts.ChainAct, act_id), already=False)
 
@@ -197,7 +209,7 @@ def settle_escrow_acts(sessions: sessionmaker[Session], escrow: Escrow) -> list[
             if kind == "deliver":
                 p = acts.payload_of(act)
                 done = _delivered(escrow, int(p["order_id"]), bytes.fromhex(subject[2:]),
-                                  [tuple(r) for r in p["ranges"]])
+                                  [tuple(r) for r in p["ranges"]], _sealed_of(p))
                 if state in ("mined", "final") and done is True:
                     if state == "mined":
                         _settle_deliver(sessions, escrow, act_id, resend=False)  # final once deep enough

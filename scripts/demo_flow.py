@@ -12,8 +12,12 @@ and in the published batch dump (docs/two-sides.md).
 6. the public service starts (`cardproof serve`; `--once`: the same app on a loopback thread) and the supplier
    publishes the batch's dump to it (`cardproof publish`), which checks it against the chain
 7. the supplier exports its codes, openings and QR codes
-8. a buyer orders cards in stablecoin, the supplier delivers, the buyer confirms, the supplier withdraws
-9. serve: the public API on 127.0.0.1:PORT and the supplier's redemption service (`cardproof issuer serve`)
+8. a buyer orders cards of the batch's product (SKU, face value, currency, fixed on chain) in stablecoin
+9. the supplier's node (no command typed) picks cards from stock, seals them to the buyer's key, delivers on chain
+   with the sealed hash and publishes the sealed delivery
+10. the buyer fetches the sealed delivery, checks it against the chain, opens it, checks every card, confirms
+11. the supplier withdraws
+12. serve: the public API on 127.0.0.1:PORT and the supplier's redemption service (`cardproof issuer serve`)
    on 127.0.0.1:PORT+100, and print card URLs (`--once`: check every step instead and exit 0: an exported QR
    image decodes to the public URL, the public side answers authentic, the holder's code and opening open the
    served leaf, the supplier's redemption service redeems a card typed in lower case without dashes, the
@@ -212,6 +216,14 @@ def _settle_and_finish(once, port, settings, rt, admin, platform, issuer, buyer,
                        servers) -> int:
     from chain.escrow import Escrow, faucet
     from chain.registry import Registry
+    import time
+    from types import SimpleNamespace
+
+    import httpx
+
+    from issuer.node.config import NodeConfig
+    from issuer.node.runner import SupplierNode
+    from verify_api.order_receive import receive
 
     coin = platform.stablecoin.address
     escrow_admin = Escrow(admin, platform.escrow.address)
@@ -221,20 +233,63 @@ def _settle_and_finish(once, port, settings, rt, admin, platform, issuer, buyer,
     escrow_buyer = escrow_admin.as_account(buyer)
     escrow_issuer = escrow_admin.as_account(issuer)
     escrow_buyer.approve(coin, ORDER_CARDS * UNIT_PRICE)
+    registry = Registry(issuer, platform.registry.address)
+    # 8a. The buyer orders cards of the batch's product (SKU, face value, currency, fixed on chain at anchoring);
+    # the codes will be sealed to the buyer's account key.
+    product_id = registry.batch(bytes.fromhex(minted.batch_id[2:])).product_id
     now = int(admin.w3.eth.get_block("latest")["timestamp"])
-    order_id = escrow_buyer.open_order(issuer.address, DEMO_SKU, ORDER_CARDS, coin, UNIT_PRICE,
+    order_id = escrow_buyer.open_order(issuer.address, product_id, ORDER_CARDS, coin, UNIT_PRICE,
                                        now + 3 * 86_400, 86_400)
-    escrow_issuer.deliver(order_id, bytes.fromhex(minted.batch_id[2:]), [(0, ORDER_CARDS)])
-    settlement = escrow_buyer.confirm(order_id)
+    step(8, f"the buyer {buyer.address} ordered {ORDER_CARDS} x {DEMO_SKU} {DEMO_FACE_VALUE} {DEMO_CURRENCY} "
+            f"(product {product_id}) at 9.50 tUSD: order #{order_id}, {ORDER_CARDS * 9.5:.2f} tUSD held in escrow")
+    # 8b. Nobody types a command for the supplier: its node sees the order, picks cards from stock, seals them to
+    # the buyer's key, delivers on chain with the sealed hash and publishes the sealed delivery.
+    node = SupplierNode(rt, escrow_issuer, registry,
+                        NodeConfig(public_urls=(f"http://127.0.0.1:{port}",), poll_interval=0.2, low_stock=0))
+    node.start()
+    t0 = time.monotonic()
+    try:
+        published = False
+        while time.monotonic() - t0 < 60 and not published:
+            time.sleep(0.2)
+            got = httpx.get(f"http://127.0.0.1:{port}/v1/orders/{order_id}/delivery", timeout=5)
+            published = got.status_code == 200
+    finally:
+        node.stop()
+    took = time.monotonic() - t0
+    order = escrow_buyer.order(order_id)
+    _, ranges = escrow_buyer.delivery(order_id)
+    cards_text = ", ".join(f"{r.start}..{r.stop - 1}" for r in ranges)
+    delivered = SimpleNamespace(cards=sum(r.length for r in ranges), sealed_hash=order.sealed_hash,
+                                uploaded=published)
+    where = "published on" if published else "NOT published on"
+    step(9, f"the supplier's node filled order #{order_id} by itself in {took:.1f} s: {delivered.cards} cards of "
+            f"its stock (cards {cards_text}) sealed to the buyer's key, sealed hash "
+            f"0x{order.sealed_hash.hex()[:16]}... on chain, the sealed delivery {where} the public service")
+    # 8c. The buyer fetches it, checks it against the chain, opens it and checks every card, then confirms.
+    buyer_csv = settings.home / "demo" / f"buyer-cards-order-{order_id}.csv"
+    buyer_csv.unlink(missing_ok=True)
+    received = receive(escrow_buyer, Registry(buyer, platform.registry.address), order_id,
+                       bytes(buyer.account.key), public_url=f"http://127.0.0.1:{port}", out=buyer_csv)
+    passed = sum(c.ok for c in received.report.cards)
+    settlement = escrow_buyer.confirm(order_id) if received.report.ok else None
+    step(10, f"the buyer received the sealed delivery, {passed} of {len(received.report.cards)} cards pass every "
+             f"check (in the anchored root, code opens its commitment, product, this order only, not revoked or "
+             f"redeemed): {buyer_csv} (mode 0600); " + ("order confirmed" if settlement else "NOT confirmed"))
+    if settlement is None:
+        print("demo: the buyer's checks failed", file=sys.stderr)
+        return 1
+    # 8d. The supplier withdraws what settlement credited.
     paid = escrow_issuer.withdraw(coin)
-    step(8, f"order #{order_id}: {ORDER_CARDS} cards at 9.50 tUSD paid in escrow, delivered, confirmed; "
-            f"supplier withdrew {paid / 10**6:.2f} tUSD (fee {settlement.fee / 10**6:.2f})")
+    step(11, f"the supplier withdrew {paid / 10**6:.2f} tUSD (platform fee {settlement.fee / 10**6:.2f})")
 
     rows = read_cards_csv(exported.cards_csv)
-    registry = Registry(issuer, platform.registry.address)
     if once:
+        trade = {"received": received, "buyer_csv": buyer_csv, "sealed_hash": delivered.sealed_hash,
+                 "uploaded": delivered.uploaded, "api": f"http://127.0.0.1:{port}",
+                 "indices": {i for r in ranges for i in range(r.start, r.stop)}}
         return self_check(settings, rt, registry, exported, rows, issuer.address, settlement, paid, order_id,
-                          escrow_admin)
+                          escrow_admin, trade)
     import signal
 
     from issuer.service.auth import create_api_key
@@ -246,7 +301,7 @@ def _settle_and_finish(once, port, settings, rt, admin, platform, issuer, buyer,
                                  "the redemption service"))
     with rt.sessions.begin() as session:
         key, _ = create_api_key(session, issuer.address, "demo till")
-    step(9, f"serving the public API on http://127.0.0.1:{port} (cardproof serve) and the supplier's redemption "
+    step(12, f"serving the public API on http://127.0.0.1:{port} (cardproof serve) and the supplier's redemption "
             f"service on http://127.0.0.1:{redeem_port} (cardproof issuer serve) — open a card page:")
     for row in rows[:3]:
         print(f"   {row['url']}")
@@ -272,12 +327,13 @@ def read_cards_csv(path) -> list[dict[str, str]]:  # noqa: ANN001
 
 
 def self_check(settings, rt, registry, exported, rows, issuer_address, settlement, paid, order_id,  # noqa: ANN001
-               escrow) -> int:
+               escrow, trade) -> int:
     import warnings
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient")
     import httpx
+    from eth_utils import keccak
     import sqlalchemy as sa
     import zxingcpp
 
@@ -290,7 +346,7 @@ def self_check(settings, rt, registry, exported, rows, issuer_address, settlemen
     from issuer.service.app import ServiceDeps, create_app
     from issuer.service.auth import create_api_key
 
-    step(9, "checking the results")
+    step(12, "checking the results")
     first = rows[0]
     serial, code, opening = first["serial"], first["code"], first["opening"]
     check(list(first) == ["serial", "index", "code", "opening", "url"], "cards.csv holds serial, index, code, opening, url")
@@ -375,6 +431,18 @@ def self_check(settings, rt, registry, exported, rows, issuer_address, settlemen
 
     order = escrow.order(order_id)
     check(order.status.name in ("CONFIRMED", "RELEASED"), f"the order is settled ({order.status.name})")
+    check(order.sealed_hash == trade["sealed_hash"], "the escrow recorded the sealed delivery's hash with the delivery")
+    check(trade["uploaded"], "the public service took the sealed delivery (its hash matched the chain)")
+    blob = httpx.get(f"{trade['api']}/v1/orders/{order_id}/delivery").content
+    check(keccak(blob) == order.sealed_hash, "the sealed delivery served by the public service hashes to the chain's record")
+    check(not any(r["code"].encode() in blob for r in rows), "the sealed delivery holds no code in plaintext")
+    report = trade["received"].report
+    check(report.ok and len(report.cards) == ORDER_CARDS, f"the buyer's checks pass for all {ORDER_CARDS} cards")
+    buyer_rows = read_cards_csv(trade["buyer_csv"])
+    check(oct(trade["buyer_csv"].stat().st_mode & 0o777) == "0o600", "the buyer's cards.csv has mode 0600")
+    delivered_rows = [r for r in rows if int(r["index"]) in trade["indices"]]
+    check({(r["serial"], r["code"]) for r in buyer_rows} == {(r["serial"], r["code"]) for r in delivered_rows},
+          "the buyer's codes are the supplier's codes of the delivered cards")
     check(paid == settlement.supplier_amount and paid > 0, "the supplier withdrew what settlement credited")
     check(settlement.fee == ORDER_CARDS * UNIT_PRICE * DEMO_FEE_BPS // 10_000, "the platform fee is 0.5 %")
     print("demo: all checks passed")

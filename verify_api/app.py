@@ -66,9 +66,9 @@ def create_app(settings: Settings | None = None, *, deps: AppDeps | None = None)
     app = FastAPI(title="cardproof verification API", version="1.0", description=DESCRIPTION,
                   default_response_class=JSONResponse, lifespan=lifespan, redirect_slashes=False)
     install_error_handlers(app)
-    from verify_api.routes import batches, cards, health, issuers, orders, pages
+    from verify_api.routes import batches, cards, deliveries, health, issuers, orders, pages
 
-    for module in (cards, batches, issuers, orders, pages, health):
+    for module in (cards, batches, issuers, orders, deliveries, pages, health):
         app.include_router(module.router)
     # The card page's own script (verify_api/static/codecheck.js); no third-party assets.
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")

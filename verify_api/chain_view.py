@@ -31,6 +31,8 @@ empty cache.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import threading
 import time
@@ -419,8 +421,7 @@ class ChainView:
             entry = self._batches.get(bid)
             if entry is not None and entry.value.anchored:
                 b: OnChainBatch = entry.value
-                entry.value = OnChainBatch(b.batch_id, b.root, b.issuer, b.card_count, b.anchored_at, True,
-                                           int(args["reason"]))
+                entry.value = dataclasses.replace(b, revoked=True, revoke_reason=int(args["reason"]))
             self._note((block, "batchrev", bid, int(args["reason"])))
         elif name == "BatchAnchored":
             bid = bytes(args["batchId"])
@@ -531,8 +532,7 @@ class ChainView:
             for blk, kind, key, arg in self._recent:
                 if block is not None and blk > block and key == batch_id:
                     if kind == "batchrev" and value.anchored:
-                        value = OnChainBatch(value.batch_id, value.root, value.issuer, value.card_count,
-                                             value.anchored_at, True, arg)
+                        value = dataclasses.replace(value, revoked=True, revoke_reason=arg)
                     elif kind == "anchored":
                         value = None  # read again next time
             if not self._current(epoch):

@@ -26,6 +26,9 @@ class ApiSettings(BaseSettings):
     lookup_rate: str = "120/minute"
     #: Dump uploads (PUT /v1/batches/{id}/dump) per client.
     publish_rate: str = "30/hour"
+    #: Sealed deliveries (PUT /v1/orders/{id}/delivery) per client: each stored one is backed by a delivery on
+    #: chain, so a supplier's node publishing every order is far above the dump rate.
+    delivery_rate: str = "1200/minute"
     #: Seconds between polls of the chain head and the registry's events (the status cache's TTL).
     chain_ttl: float = Field(default=2.0, gt=0)
     #: Cached bitmap words and batches are re-read when older than this, events or not.
@@ -50,7 +53,7 @@ class ApiSettings(BaseSettings):
     #: Registry address to use instead of the deployment recorded in CARDPROOF_HOME.
     registry_address: str | None = None
 
-    @field_validator("lookup_rate", "publish_rate")
+    @field_validator("lookup_rate", "publish_rate", "delivery_rate")
     @classmethod
     def _valid_rate(cls, value: str) -> str:
         parse_rate(value)

@@ -128,10 +128,74 @@ def _human_order(info: dict[str, Any]) -> list[str]:
 # ---------------------------------------------------------------------------------------------- commands
 
 
+def _product_id(client: Any, escrow: Any, sku: str | None, face_value: str | None, currency: str | None,
+                product: int | None) -> tuple[int, Any]:
+    """The registry id of the product named by --product, or by --sku/--face-value/--currency (face value in the
+    currency's units, e.g. 20.00 USD)."""
+    from decimal import Decimal, InvalidOperation
+
+    from chain.registry import ProductSpec, Registry
+
+    registry = Registry(client, escrow.registry_address)
+    if product is not None:
+        spec = registry.product(product)
+        if spec is None:
+            raise InvalidArgument(f"--product: there is no product {product} in the registry")
+        return product, spec
+    if not (sku and face_value and currency):
+        raise InvalidArgument("name the product: --product ID, or --sku, --face-value and --currency")
+    if not sku.isascii() or len(sku.encode()) > 32:
+        raise InvalidArgument(f"--sku: {sku!r} is not 1 to 32 ASCII characters")
+    cur = currency.strip().upper()
+    if len(cur) != 3 or not cur.isalpha() or not cur.isascii():
+        raise InvalidArgument(f"--currency: {currency!r} is not an ISO 4217 code like USD")
+    try:
+        from babel.numbers import get_currency_precision
+
+        minor = Decimal(face_value.strip()).scaleb(get_currency_precision(cur))
+    except (InvalidOperation, ValueError):
+        raise InvalidArgument(f"--face-value: {face_value!r} is not an amount like 20.00") from None
+    if minor != minor.to_integral_value() or minor <= 0:
+        raise InvalidArgument(f"--face-value: {face_value!r} has more decimals than {cur} has, or is not positive")
+    spec = ProductSpec.of(sku, int(minor), cur)
+    pid = registry.product_id_of(spec)
+    if not pid:
+        raise InvalidArgument(f"no batch of {sku} {face_value} {cur} was ever anchored: there is no such product "
+                              "to order")
+    return pid, spec
+
+
+def _expiry_arg(text: str | None) -> int:
+    import datetime as dt
+
+    if not text:
+        return 0
+    raw = text.strip()
+    if raw.isdigit():
+        return int(raw)
+    try:
+        day = dt.date.fromisoformat(raw)
+    except ValueError:
+        raise InvalidArgument(f"--min-expiry: {text!r} is not a date (YYYY-MM-DD) or a Unix time") from None
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
+
+
+def _seal_key_arg(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    raw = text.strip().removeprefix("0x")
+    try:
+        key = bytes.fromhex(raw)
+    except ValueError:
+        key = b""
+    if len(key) != 33 or key[0] not in (2, 3):
+        raise InvalidArgument("--seal-key: a compressed secp256k1 public key, 0x + 66 hex digits starting 02 or 03")
+    return key
+
+
 @order_app.command("open")
 def order_open(
     supplier: Annotated[str, typer.Option(help="The supplier's address (an issuer of the registry).")],
-    sku: Annotated[str, typer.Option(help="Product SKU (ASCII, at most 32 bytes).")],
     quantity: Annotated[int, typer.Option(min=1, help="Number of cards.")],
     unit_price: Annotated[str, typer.Option("--unit-price", help="Price of one card in token units, e.g. 9.50.")],
     deadline: Annotated[str, typer.Option(help="Delivery deadline from now: 3d, 12h, 1d12h, ...")] = "3d",
@@ -140,19 +204,26 @@ def order_open(
     permit: Annotated[bool, typer.Option("--permit", help="Approve with an EIP-2612 permit signed here, in the "
                                                           "same transaction (no separate approve).")] = False,
     token: TokenOpt = None,
+    sku: Annotated[str | None, typer.Option(help="Product SKU (ASCII, at most 32 bytes).")] = None,
+    face_value: Annotated[str | None, typer.Option("--face-value", help="Face value of one card in the "
+                                                                         "currency's units, e.g. 20.00.")] = None,
+    currency: Annotated[str | None, typer.Option(help="ISO 4217 currency of the face value, e.g. USD.")] = None,
+    product: Annotated[int | None, typer.Option("--product", min=1, help="The registry's product id (instead of "
+                                                                          "--sku/--face-value/--currency).")] = None,
+    min_expiry: Annotated[str | None, typer.Option("--min-expiry", help="The cards must be valid at least until "
+                                                                         "this date (YYYY-MM-DD).")] = None,
+    seal_key: Annotated[str | None, typer.Option("--seal-key", help="Seal the codes to this compressed secp256k1 "
+                                                                     "public key (default: your account's key).")]
+    = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Open and fund an order as the configured account (approve + open, or one transaction with --permit)."""
-    from chain.escrow import sku_bytes
-
+    """Open and fund an order for cards of one product (approve + open, or one transaction with --permit). The
+    supplier seals the codes to your seal key; `order receive` fetches and checks them."""
     ctx = _ctx()
     supplier_addr = _address(supplier, "--supplier")
-    try:
-        sku_bytes(sku)
-        if not sku or not sku.isascii():
-            raise ValueError
-    except ValueError:
-        raise InvalidArgument(f"--sku: {sku!r} is not 1 to 32 ASCII characters") from None
+    min_expiry_s = _expiry_arg(min_expiry)
+    key = _seal_key_arg(seal_key)
+    product_id, spec = _product_id(ctx.client, ctx.escrow, sku, face_value, currency, product)
     meta = ctx.token(token)
     price = meta.parse(unit_price, what="--unit-price")
     deadline_s = parse_duration(deadline, what="--deadline")
@@ -172,26 +243,28 @@ def order_open(
     approve_tx = None
     before = client.block_number()
     if permit:
-        order_id = escrow.open_order_with_permit(supplier_addr, sku, quantity, meta.address, price, now + deadline_s,
-                                                 window_s)
+        order_id = escrow.open_order_with_permit(supplier_addr, product_id, quantity, meta.address, price,
+                                                 now + deadline_s, window_s, min_expiry=min_expiry_s, seal_key=key)
     else:
         # Check what would make the order revert before spending gas on an approval.
         escrow.preflight_open(supplier_addr, quantity, meta.address, price, check_allowance=False)
         if escrow.token(meta.address).allowance(client.address, escrow.address) < amount:
             approve_tx = _tx(escrow.approve(meta.address, amount))
         # Checked just above (and the approval covers the allowance): the send still simulates the call.
-        order_id = escrow.open_order(supplier_addr, sku, quantity, meta.address, price, now + deadline_s, window_s,
-                                     preflight=False)
+        order_id = escrow.open_order(supplier_addr, product_id, quantity, meta.address, price, now + deadline_s,
+                                     window_s, min_expiry=min_expiry_s, seal_key=key, preflight=False)
     logs = escrow.contract.events.OrderOpened().get_logs(argument_filters={"orderId": order_id},
                                                          from_block=before + 1)
     info = order_json(escrow.order(order_id), meta)
     out = {"order_id": order_id, "tx": logs[-1]["transactionHash"].to_0x_hex() if logs else None,
-           "approve_tx": approve_tx, "permit": permit, "sku": sku, "order": info}
+           "approve_tx": approve_tx, "permit": permit, "product_id": product_id, "sku": spec.sku_text,
+           "face_value": spec.face_value, "currency": spec.currency_text, "min_expiry": min_expiry_s, "order": info}
     if json_out:
         emit_json(out)
         return
-    say(f"order {order_id} opened and funded: {quantity} x {info['unit_price']['amount']} {meta.symbol} = "
-        f"{info['amount']['amount']} {meta.symbol} held in escrow (tx {out['tx']})")
+    say(f"order {order_id} opened and funded: {quantity} x {spec.sku_text} (product {product_id}) at "
+        f"{info['unit_price']['amount']} {meta.symbol} = {info['amount']['amount']} {meta.symbol} held in escrow "
+        f"(tx {out['tx']})")
 
 
 def _settled(command: str, order_id: int, json_out: bool) -> None:
@@ -226,16 +299,29 @@ def order_release(order_id: OrderArg, json_out: JsonOpt = False) -> None:
 
 
 @order_app.command("dispute")
-def order_dispute(order_id: OrderArg, json_out: JsonOpt = False) -> None:
+def order_dispute(
+    order_id: OrderArg,
+    membership: Annotated[bool, typer.Option("--membership", help="Dispute that the delivered cards are in their "
+                                                                   "batch at all: the supplier must prove them on "
+                                                                   "chain by the deadline, else they are refunded.")]
+    = False,
+    json_out: JsonOpt = False,
+) -> None:
     """Dispute a delivery within the dispute window (buyer). An arbiter may resolve it until its deadline; after
-    it, anyone may settle it with the default outcome (`order release`: what an undisputed release pays)."""
+    it, anyone may settle it with the default outcome (`order release`: what an undisputed release pays; with
+    --membership, the cards the supplier did not prove are refunded too)."""
     escrow = _ctx().escrow
     _order(escrow, order_id)
-    tx = _tx(escrow.dispute(order_id))
+    tx = _tx(escrow.dispute_membership(order_id) if membership else escrow.dispute(order_id))
     deadline = escrow.order(order_id).dispute_deadline
-    out = {"order_id": order_id, "tx": tx, "status": "disputed", "dispute_deadline": deadline}
+    out = {"order_id": order_id, "tx": tx, "status": "disputed", "membership": membership,
+           "dispute_deadline": deadline}
     if json_out:
         emit_json(out)
+        return
+    if membership:
+        say(f"order {order_id}: membership disputed (tx {tx}); the supplier must prove the cards on chain by "
+            f"{_date(deadline)}; after that `order release` refunds every card left unproven")
         return
     say(f"order {order_id} disputed (tx {tx}); an arbiter may resolve it until "
         f"{_date(deadline)}, after which anyone may settle it with the default outcome (order release)")
@@ -329,6 +415,221 @@ def order_withdraw(
     say(f"withdrew {meta.fmt(amount)} {meta.symbol} to {out['to']}")
 
 
+FileOpt = Annotated[Path | None, typer.Option("--file", help="Read the sealed delivery from this file instead of "
+                                                             "the public service (CARDPROOF_PUBLIC_URL).")]
+
+
+def _seal_private_key(ctx: _Ctx, key_file: Path | None) -> bytes:
+    """The buyer's seal key: the account key, or the private key (hex) in ``key_file`` for a key named at opening."""
+    from verify_api.order_receive import parse_key_hex
+
+    if key_file is None:
+        return bytes(ctx.client.account.key)
+    try:
+        text = key_file.read_text()
+    except OSError as exc:
+        raise InvalidArgument(f"--seal-key-file: cannot read {key_file}: {exc.strerror}") from None
+    return parse_key_hex(text, "--seal-key-file")
+
+
+def _registry(ctx: _Ctx, escrow: Any) -> Any:
+    from chain.registry import Registry
+
+    return Registry(ctx.client, escrow.registry_address)
+
+
+def _say_report(received: Any, *, codes_written: bool) -> None:
+    report = received.report
+    say(f"order {report.order_id}: sealed delivery {received.sealed_hash} matches the escrow's record; "
+        f"{sum(c.ok for c in report.cards)} of {len(report.cards)} cards pass every check")
+    for problem in report.problems:
+        say(f"  ! {problem}")
+    if report.missing:
+        say(f"  ! {len(report.missing)} delivered cards are missing from the sealed delivery: "
+            f"{', '.join(map(str, report.missing[:20]))}{' ...' if len(report.missing) > 20 else ''}")
+    for card in report.failed_cards[:50]:
+        say(f"  ✗ card {card.index} ({card.serial}): failed {', '.join(card.failed)}")
+    if len(report.failed_cards) > 50:
+        say(f"  ... and {len(report.failed_cards) - 50} more")
+    if codes_written:
+        say(f"cards written to {received.cards_csv} (mode 0600)")
+
+
+@order_app.command("receive")
+def order_receive(
+    order_id: Annotated[int | None, typer.Argument(metavar="[ORDER]", min=0, help="The order id (omit it with "
+                                                                                  "--watch).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the cards (CSV, mode 0600).")]
+    = Path("cards.csv"),
+    confirm: Annotated[bool, typer.Option("--confirm", help="Confirm the order when every card passed (settles "
+                                                            "it: the supplier is paid).")] = False,
+    key_file: Annotated[Path | None, typer.Option("--seal-key-file", help="File with the private seal key (hex) "
+                                                                          "named when the order was opened "
+                                                                          "(default: the account's key).")] = None,
+    file: FileOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Wait for deliveries to every order of the account: "
+                                                        "receive and check each one, confirm it when every card "
+                                                        "passes, else dispute it and print the evidence key.")]
+    = False,
+    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="With --watch: where the cards go "
+                                                                   "(order-ID-cards.csv, mode 0600; default: the "
+                                                                   "current directory).")] = None,
+    no_confirm: Annotated[bool, typer.Option("--no-confirm", help="With --watch: check and write the cards, "
+                                                                  "confirm nothing.")] = False,
+    no_dispute: Annotated[bool, typer.Option("--no-dispute", help="With --watch: dispute nothing (failures are "
+                                                                  "reported with their evidence key).")] = False,
+    interval: Annotated[float | None, typer.Option("--interval", min=0.05, help="With --watch: seconds between "
+                                                                                "polls (default 0.5).")] = None,
+    once: Annotated[bool, typer.Option("--once", help="With --watch: one pass, then exit.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Fetch the order's sealed delivery, check it against the escrow's record, open it with your seal key and
+    check every card against the chain (in the anchored root, code opens its commitment, the order's product,
+    delivered in this order only, not revoked, not redeemed). Writes the cards to --out and says which failed.
+    With --watch (and no ORDER): do that for every delivery to your orders as it comes, and confirm or dispute."""
+    from chain.settings import get_settings
+    from verify_api.order_receive import DeliveryCheckFailed, receive
+
+    if watch:
+        if order_id is not None:
+            raise InvalidArgument("--watch watches every order of the account: give no ORDER with it")
+        if file is not None or confirm or force:
+            raise InvalidArgument("--watch takes --out-dir, --no-confirm, --no-dispute, --interval, --once and "
+                                  "--seal-key-file; not --file, --confirm or --force")
+        _receive_watch(out_dir=out_dir, confirm=not no_confirm, dispute=not no_dispute,
+                       interval=0.5 if interval is None else interval, once=once, key_file=key_file,
+                       json_out=json_out)
+        return
+    if out_dir is not None or no_confirm or no_dispute or interval is not None or once:
+        raise InvalidArgument("--out-dir, --no-confirm, --no-dispute, --interval and --once go with --watch")
+    if order_id is None:
+        raise InvalidArgument("ORDER: give the order id to receive (or --watch to wait for every delivery to your "
+                              "orders)")
+    if out.exists() and not force:
+        raise InvalidArgument(f"--out: {out} exists; pick another file or pass --force")
+    ctx = _ctx()
+    escrow = ctx.escrow
+    received = receive(escrow, _registry(ctx, escrow), order_id, _seal_private_key(ctx, key_file),
+                       public_url=get_settings().public_url, path=file, out=out)
+    confirmed_tx = None
+    if confirm and received.report.ok:
+        confirmed_tx = _tx(escrow.confirm(order_id).receipt)
+    body = {**received.to_json(), "confirmed_tx": confirmed_tx}
+    if json_out:
+        emit_json(body)
+    else:
+        _say_report(received, codes_written=True)
+        if confirmed_tx:
+            say(f"order {order_id} confirmed (tx {confirmed_tx}): the supplier is paid")
+    if not received.report.ok:
+        failed = len(received.report.failed_cards) + len(received.report.missing)
+        hint = ("not confirmed; dispute with `cardproof order dispute " + str(order_id)
+                + (" --membership`" if received.report.problems else "`")) if confirm else "do not confirm the order"
+        raise DeliveryCheckFailed(f"order {order_id}: {failed} cards failed their checks; {hint}")
+
+
+def _receive_watch(*, out_dir: Path | None, confirm: bool, dispute: bool, interval: float, once: bool,
+                   key_file: Path | None, json_out: bool) -> None:
+    import threading
+
+    from chain.settings import get_settings
+    from verify_api.buyer_watch import BuyerWatcher
+
+    settings = get_settings()
+    ctx = _ctx()
+    escrow = ctx.escrow
+    directory = Path(".") if out_dir is None else out_dir
+    if directory.exists() and not directory.is_dir():
+        raise InvalidArgument(f"--out-dir: {directory} is not a directory")
+
+    def show(result: Any) -> None:
+        if json_out:
+            emit_json(result.to_json())
+        else:
+            say(result.summary())
+
+    watcher = BuyerWatcher(escrow, _registry(ctx, escrow), _seal_private_key(ctx, key_file),
+                           public_url=settings.public_url, out_dir=directory, confirm=confirm, dispute=dispute,
+                           on_result=show, from_block=_escrow_block(ctx))
+    try:
+        if once:
+            watcher.run_once()
+            return
+        if not json_out:
+            say(f"watching the deliveries to the orders of {ctx.client.address} every {interval:g} s; cards go to "
+                f"{directory}; Ctrl-C to stop")
+        stop = threading.Event()
+        try:
+            watcher.run_forever(interval, stop)
+        except KeyboardInterrupt:
+            stop.set()
+    finally:
+        watcher.close()
+
+
+def _escrow_block(ctx: _Ctx) -> int:
+    """The block the escrow was deployed in (where its events start), 0 if unknown."""
+    from chain.deployments import find
+    from chain.escrow import ESCROW
+
+    try:
+        return max(0, int(find(ctx.client, ctx.home, ESCROW).block_number))
+    except (ChainError, TypeError, ValueError):
+        return 0
+
+
+@order_app.command("evidence")
+def order_evidence(
+    order_id: OrderArg,
+    key_file: Annotated[Path | None, typer.Option("--seal-key-file", help="File with the private seal key (hex) "
+                                                                          "named when the order was opened "
+                                                                          "(default: the account's key).")] = None,
+    file: FileOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print the evidence key of the order's sealed delivery (buyer): it opens this one delivery and nothing
+    else, and reveals nothing of your keys. Give it to the arbiter, who runs `cardproof order review`."""
+    from chain.settings import get_settings
+    from verify_api.order_receive import evidence_key_of
+
+    ctx = _ctx()
+    key = evidence_key_of(ctx.escrow, order_id, _seal_private_key(ctx, key_file),
+                          public_url=get_settings().public_url, path=file)
+    out = {"order_id": order_id, "evidence_key": "0x" + key.hex()}
+    if json_out:
+        emit_json(out)
+        return
+    say(out["evidence_key"])
+
+
+@order_app.command("review")
+def order_review(
+    order_id: OrderArg,
+    evidence_key: Annotated[str, typer.Option("--evidence-key", help="The buyer's evidence key of this delivery "
+                                                                     "(from `cardproof order evidence`).")],
+    file: FileOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check a delivery card by card with the buyer's evidence key (arbiter): what the chain confirms of each
+    card. Codes are not shown."""
+    from chain.settings import get_settings
+    from verify_api.order_receive import parse_key_hex, review
+
+    key = parse_key_hex(evidence_key, "--evidence-key")
+    ctx = _ctx()
+    escrow = ctx.escrow
+    received = review(escrow, _registry(ctx, escrow), order_id, key, public_url=get_settings().public_url,
+                      path=file)
+    if json_out:
+        emit_json({**received.to_json(), "cards_checked": [c.to_json() for c in received.report.cards]})
+        return
+    _say_report(received, codes_written=False)
+    for card in received.report.cards[:200]:
+        marks = " ".join(f"{name}={'yes' if ok else 'NO'}" for name, ok in card.results.items())
+        say(f"  card {card.index} {card.serial}: {marks}")
+
+
 @order_app.command("show")
 def order_show(order_id: OrderArg, json_out: JsonOpt = False) -> None:
     """Show an order as the escrow holds it now."""
@@ -417,7 +718,48 @@ def index_command(
         stop.set()
 
 
+def keeper_command(
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
+    interval: Annotated[float, typer.Option(min=0.05, help="Seconds between polls of the chain.")] = 0.5,
+    from_block: Annotated[int | None, typer.Option("--from-block", min=0, help="Follow the escrow's events from "
+                                                                              "this block (default: its "
+                                                                              "deployment).")] = None,
+    max_per_pass: Annotated[int, typer.Option("--max-per-pass", min=1, help="Releases tried per pass at most.")]
+    = 200,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object per action.")] = False,
+) -> None:
+    """Settle what nobody else will (anyone may run it, several at once): release delivered orders whose dispute
+    window has passed and disputed ones whose dispute deadline has passed. One line per action."""
+    import threading
+
+    from verify_api.keeper import Keeper
+
+    ctx = _ctx()
+    escrow = ctx.escrow
+    start = _escrow_block(ctx) if from_block is None else from_block
+    keeper = Keeper(escrow, from_block=start, max_per_pass=max_per_pass)
+
+    def show(actions: list[Any]) -> None:
+        for action in actions:
+            if json_out:
+                emit_json(action.to_json())
+            else:
+                say(action.summary())
+
+    if once:
+        show(keeper.run_once())
+        return
+    if not json_out:
+        say(f"keeping escrow {escrow.address} every {interval:g} s as {ctx.client.address}; Ctrl-C to stop")
+    stop = threading.Event()
+    try:
+        keeper.run_forever(interval, stop, on_actions=show)
+    except KeyboardInterrupt:
+        stop.set()
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(order_app, name="order")
     app.command("faucet")(faucet_command)
     app.command("index")(index_command)
+    app.command("keeper")(keeper_command)

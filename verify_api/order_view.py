@@ -9,6 +9,11 @@ change) for ``max_age``. When the chain stops answering, the last value read is 
 The timeline (opened, funded, delivered, disputed, confirmed / released / resolved, refunded) comes from the
 ``chain_events`` rows of the escrow for that order. The chain's state says which steps must exist; when some
 are missing, or the indexer is behind the chain, the answer says so (``indexer.complete = false``).
+
+After the delivery the timeline also shows the issuer's acts on the order's cards, from the registry's rows
+(:mod:`verify_api.registry_acts`): steps "revoked" and "redeemed" with the number of the order's cards touched
+and whether the order was still open or already settled. They are informational (``informational: true``):
+the completeness check looks at the escrow's steps only.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import sqlalchemy as sa
 from chain.errors import CardproofError, ChainUnreachable
 from chain.escrow_view import STATUS_NAMES, TokenMeta, format_duration, order_json, token_meta
 from verify_api.errors import ApiError
+from verify_api.registry_acts import ACT_EVENTS, SETTLEMENT_EVENTS, WHILE_ORDER_OPEN, order_acts
 
 log = logging.getLogger("cardproof.api.orders")
 
@@ -70,16 +76,6 @@ class _Entry:
     read_at: float
 
 
-def _sku_text(value: Any) -> str | None:
-    if not isinstance(value, str) or not value.startswith("0x"):
-        return None
-    raw = bytes.fromhex(value[2:]).rstrip(b"\0")
-    try:
-        return raw.decode("ascii")
-    except UnicodeDecodeError:
-        return value
-
-
 class OrderView:
     """Orders of one CardEscrow for the API. Thread-safe."""
 
@@ -101,6 +97,7 @@ class OrderView:
         self._lock = threading.Lock()
         self._orders: OrderedDict[int, _Entry] = OrderedDict()
         self._tokens: dict[str, TokenMeta] = {}
+        self._products: dict[int, dict[str, Any]] = {}
         self.max_entries = max_entries
         #: Chain reads made (for tests).
         self.reads = 0
@@ -128,6 +125,23 @@ class OrderView:
                     self._escrow = esc
                 esc = self._escrow
         return esc
+
+    def product(self, product_id: int) -> dict[str, Any] | None:
+        """The registry's product ``product_id`` (immutable, cached): SKU, face value in minor units, currency."""
+        if not product_id:
+            return None
+        cached = self._products.get(product_id)
+        if cached is None:
+            from chain.registry import Registry
+
+            esc = self.escrow()
+            spec = Registry(esc.client, esc.registry_address).product(product_id)
+            if spec is None:
+                return None
+            cached = {"id": product_id, "sku": spec.sku_text, "face_value": spec.face_value,
+                      "currency": spec.currency_text}
+            self._products[product_id] = cached
+        return cached
 
     def token(self, address: str) -> TokenMeta:
         meta = self._tokens.get(address)
@@ -176,7 +190,8 @@ class OrderView:
 
     # -------------------------------------------------------------- database
 
-    def _indexed(self, chain_id: int, escrow: str, order_id: int) -> tuple[list[Any], int | None]:
+    def _indexed(self, chain_id: int, escrow: str, order_id: int) -> tuple[list[Any], list[dict[str, Any]], int | None]:
+        """The escrow's rows of the order, the registry's acts on its delivered cards, the indexed block."""
         from verify_api.storage.index_models import ChainEventRow, IndexCursor
 
         with self.sessions() as s:
@@ -188,15 +203,33 @@ class OrderView:
                     .where(ChainEventRow.chain_id == chain_id, ChainEventRow.address == escrow,
                            ChainEventRow.order_id == order_id)
                     .order_by(ChainEventRow.block_number, ChainEventRow.log_index)).scalars())
-            return rows, (int(cursor.block_number) if cursor is not None else None)
+            delivered = next((r for r in rows if r.event == "OrderDelivered"), None)
+            settled = next((r for r in rows if r.event in SETTLEMENT_EVENTS), None)
+            acts = order_acts(s, chain_id, delivered, settled) if delivered is not None else []
+            return rows, acts, (int(cursor.block_number) if cursor is not None else None)
 
     def _tx_url(self, tx: str) -> str | None:
         return f"{self.explorer_url}/tx/{tx}" if self.explorer_url else None
 
+    def _base(self, row: Any) -> dict[str, Any]:
+        return {"event": row.event, "contract": row.contract, "block": row.block_number, "time": row.block_time,
+                "tx": row.tx_hash, "tx_url": self._tx_url(row.tx_hash), "log_index": row.log_index,
+                "informational": row.event in ACT_EVENTS}
+
+    def _act_step(self, act: dict[str, Any]) -> dict[str, Any]:
+        """A "revoked" / "redeemed" step: an act of the issuer on the order's cards (verify_api.registry_acts)."""
+        details = {"batch_id": act["row"].batch_id, "cards": act["cards"], "indices": act["indices"],
+                   "whole_batch": act["whole_batch"], "phase": act["phase"],
+                   "while_order_open": act["phase"] == WHILE_ORDER_OPEN}
+        if act["kind"] == "revoked":
+            details.update(reason=act["reason"], reason_name=act["reason_name"])
+        else:
+            details["by"] = act["by"]
+        return {"step": act["kind"], **self._base(act["row"]), "amounts": {}, "details": details}
+
     def _steps(self, row: Any, token: TokenMeta) -> list[dict[str, Any]]:
         args = json.loads(row.args)
-        base = {"event": row.event, "block": row.block_number, "time": row.block_time, "tx": row.tx_hash,
-                "tx_url": self._tx_url(row.tx_hash), "log_index": row.log_index}
+        base = self._base(row)
 
         def step(name: str, amounts: dict[str, int] | None = None, **details: Any) -> dict[str, Any]:
             return {"step": name, **base, "amounts": {k: token.money(v) for k, v in (amounts or {}).items()},
@@ -204,7 +237,8 @@ class OrderView:
 
         ev = row.event
         if ev == "OrderOpened":
-            return [step("opened", {"unit_price": int(args["unitPrice"])}, sku=_sku_text(args.get("sku")),
+            return [step("opened", {"unit_price": int(args["unitPrice"])}, product_id=int(args.get("productId", 0)),
+                         min_expiry=int(args.get("minExpiry", 0)) or None,
                          quantity=int(args["quantity"]), buyer=args.get("buyer"), supplier=args.get("supplier"),
                          delivery_deadline=int(args["deliveryDeadline"]), dispute_window=int(args["disputeWindow"])),
                     step("funded", {"amount": int(args["amount"])}, buyer=args.get("buyer"))]
@@ -212,7 +246,7 @@ class OrderView:
             ranges = [{"start": int(r["start"]), "length": int(r["length"])} if isinstance(r, dict)
                       else {"start": int(r[0]), "length": int(r[1])} for r in args.get("ranges", [])]
             return [step("delivered", batch_id=args.get("batchId"), ranges=ranges,
-                         cards=sum(r["length"] for r in ranges))]
+                         cards=sum(r["length"] for r in ranges), sealed_hash=args.get("sealedHash"))]
         if ev == "OrderDisputed":
             deadline = args.get("deadline")
             return [step("disputed", deadline=int(deadline) if deadline is not None else None)]
@@ -246,14 +280,19 @@ class OrderView:
         token = self.token(order.token)
         body = order_json(order, token, ranges)
         chain_id = esc.client.chain_id
-        rows, indexed = self._indexed(chain_id, esc.address, order_id)
+        rows, acts, indexed = self._indexed(chain_id, esc.address, order_id)
         timeline: list[dict[str, Any]] = []
         for row in rows:
             timeline.extend(self._steps(row, token))
         have = {s["step"] for s in timeline}
+        if acts:
+            timeline.extend(self._act_step(a) for a in acts)
+            timeline.sort(key=lambda s: (s["block"], s["log_index"]))  # stable: opened before funded
         missing = [s for s in EXPECTED_STEPS.get(body["status"], ()) if s not in have]
         opened = next((s for s in timeline if s["step"] == "opened"), None)
-        body["sku"] = opened["details"]["sku"] if opened else None
+        product = self.product(order.product_id)
+        body["product"] = product
+        body["sku"] = product["sku"] if product else None
         body["dispute_window_text"] = format_duration(order.dispute_window)
         body["timeline"] = timeline
         body["indexer"] = {"indexed_block": indexed, "chain_block": block,

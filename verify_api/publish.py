@@ -10,7 +10,7 @@ stored only if every check passes; otherwise nothing is written and a :class:`Du
   (sku, face value, currency, expiry, code form) is the same on every leaf, serials are distinct —
   ``dump_not_a_batch``;
 * the registry holds the batch anchored, with exactly this root and this card count — ``batch_not_anchored``
-  / ``root_mismatch``;
+  / ``root_mismatch``; and with the dump's product (SKU, face value, currency) and expiry — ``product_mismatch``;
 * no serial is already held by another published batch anchored earlier — ``serial_conflict``.
 
 A serial belongs to the batch that anchored it first. Serials are random and stay private until after their
@@ -110,6 +110,12 @@ def publish_dump(sessions: sessionmaker[Session], registry: Registry, batch_id_t
     if onchain.root != tree.root or onchain.card_count != n:
         raise DumpRejected("root_mismatch", f"the dump's root 0x{tree.root.hex()} over {n} cards is not the root "
                                             f"anchored for {bid} (0x{onchain.root.hex()} over {onchain.card_count})")
+    # The chain fixed the batch's product and expiry when it was anchored: CardRegistry.verifyCard rejects other
+    # leaves, and so does this service (a dump claiming 100.00 cards of a batch anchored as 1.00 is refused).
+    anchored_as = registry.product(onchain.product_id)
+    if (anchored_as.as_tuple() if anchored_as else None, onchain.expiry) != (product[:3], product[3]):
+        raise DumpRejected("product_mismatch", f"the dump's cards are not of the product and expiry anchored for "
+                                               f"{bid}, which CardRegistry.verifyCard rejects")
 
     with sessions() as session:
         existing = session.scalar(select(PubBatch).where(PubBatch.batch_id == bid))

@@ -2,8 +2,9 @@
 
 Everything in this package defines bytes that end up committed on chain: the card leaf and its
 ABI encoding (``leaf``), the code commitment, the openings and the batch key derivation (``commitment``), the
-serial format (``serial``), the OpenZeppelin StandardMerkleTree construction (``merkle``) and its
-``standard-v1`` dump (``dump``).
+serial format (``serial``), the OpenZeppelin StandardMerkleTree construction (``merkle``), its multiproofs
+(``multiproof``) and its ``standard-v1`` dump (``dump``); and the sealed delivery of an escrow order
+(``sealed``: ECIES on secp256k1 with AES-256-GCM, from eciespy), whose hash goes on chain.
 
 WARNING: changes here are consensus-critical. Any change to what these functions compute (field
 order or types, encoding, padding, hashing, leaf sorting, node ordering, commitment domain,
@@ -17,5 +18,5 @@ this code) pin the current behaviour: if one of them fails, the change is wrong,
 
 This package is pure: bytes in, bytes out. It must not import web3, SQLAlchemy, HTTP clients or
 servers, or any other part of cardproof; it depends only on the standard library, ``cryptography``
-(HKDF) and a keccak256 implementation (``safe-pysha3``, pycryptodome as a fallback).
+(HKDF), ``eciespy`` (sealing) and a keccak256 implementation (``safe-pysha3``, pycryptodome as a fallback).
 """

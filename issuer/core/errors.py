@@ -15,9 +15,11 @@ __all__ = [
     "InvalidKey",
     "InvalidLeaf",
     "InvalidProof",
+    "InvalidSealedDelivery",
     "InvalidSerial",
     "InvalidTree",
     "InvalidTreeDump",
+    "SealedDeliveryUnreadable",
 ]
 
 
@@ -43,6 +45,14 @@ class InvalidTree(CoreError):
 
 class InvalidTreeDump(CoreError):
     """An OpenZeppelin ``standard-v1`` tree dump is malformed or does not recompute."""
+
+
+class InvalidSealedDelivery(CoreError):
+    """A delivery payload is malformed: bad framing, version, length, field, or compressed stream."""
+
+
+class SealedDeliveryUnreadable(CoreError):
+    """A sealed delivery does not open with this key: wrong key, or a blob that was altered or cut."""
 
 
 class InvalidKey(CoreError):

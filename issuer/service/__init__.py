@@ -9,4 +9,7 @@ and therefore runs on the supplier's side, never on the public verification serv
 * ``errors``    – JSON errors with a stable ``code``.
 * ``schemas``   – request and answer models (validation and OpenAPI).
 * ``ratelimit`` – GCRA rate limits and nonces, in memory or in Redis.
+* ``erp``       – the supplier's ERP API (``/v1/erp/*``: stock, mint jobs, orders, revocations, webhook
+  deliveries), for ERP API keys; ``erp_schemas`` its models. Background work in the lifespan: webhook deliveries
+  (``issuer.webhooks``) and mint jobs (``issuer.mint_jobs``); idempotency keys: ``issuer.idempotency``.
 """

@@ -45,6 +45,13 @@ create`) or an EIP-191 signed request (`X-Cardproof-Address`, `-Timestamp`, `-No
 see `issuer/service/auth.py`).
 
 Errors are JSON `{"error": {"code", "message"}}` with a stable `code`.
+
+The supplier's ERP API (`/v1/erp/*`: stock, mint jobs, orders, revocations, webhook deliveries) needs an ERP API
+key (`cardproof issuer api-key create --role erp`). Requests that create something need an `Idempotency-Key`
+header: the same key and body within 24 hours get the first answer again (200, `Idempotent-Replayed: true`),
+another body 422 `idempotency_conflict`. Webhooks (`CARDPROOF_WEBHOOK_URLS`, `CARDPROOF_WEBHOOK_SECRET`) are
+signed: `X-Cardproof-Signature: sha256=hex(HMAC-SHA256(secret, "{X-Cardproof-Timestamp}.{body}"))`; see
+`issuer.webhooks.verify_signature`.
 """
 
 
@@ -60,6 +67,13 @@ class ServiceDeps:
     #: The registry, whose client's account (the issuer) sends the redemptions; or a function connecting to it.
     registry: Registry | Callable[[], Registry] | None = None
     limiter: Limiter | None = None
+    #: Where and how webhooks go (``issuer.webhooks``); None: from the environment / CARDPROOF_NODE_CONFIG.
+    webhooks: Any = None
+    #: Keyword arguments of the webhook sender (``issuer.webhooks.WebhookSender``: base_delay, poll, ...);
+    #: ``{"enabled": False}`` runs none.
+    webhook_sender: dict[str, Any] = field(default_factory=dict)
+    #: Run the ERP's mint jobs in this process (``issuer.mint_jobs``).
+    mint_jobs: bool = True
     _owned: list[Any] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -82,7 +96,17 @@ class ServiceDeps:
         if self.limiter is None:
             self.limiter = make_limiter(self.settings.redis_url)
             self._owned.append(self.limiter)
+        if self.webhooks is None:
+            from issuer.webhooks import WebhookConfig
+
+            self.webhooks = WebhookConfig.load(home=self.settings.home)
         return self
+
+    def emit(self, kind: str, payload: dict[str, Any]) -> str:
+        """Store a webhook event (``issuer.webhooks.emit``) with this service's configuration."""
+        from issuer.webhooks import emit
+
+        return emit(self.sessions, kind, payload, config=self.webhooks)
 
     def _connect(self) -> Registry:
         from chain.client import connect
@@ -130,6 +154,26 @@ def _reconciler(deps: ServiceDeps) -> Any:
     return Reconciler(run, deps.service.reconcile_interval, deps.settings.home / "locks" / "reconcile.lock")
 
 
+def _webhook_sender(deps: ServiceDeps) -> Any:
+    """The sender of webhook deliveries (``issuer.webhooks``), which also forgets expired idempotency keys."""
+    from issuer import idempotency
+    from issuer.webhooks import WebhookSender
+
+    options = {k: v for k, v in deps.webhook_sender.items() if k != "enabled"}
+    if not deps.webhook_sender.get("enabled", True):
+        return None
+    return WebhookSender(deps.sessions, deps.webhooks,
+                         housekeeping=[lambda: idempotency.purge_expired(deps.sessions)], **options).start()
+
+
+def _mint_jobs(deps: ServiceDeps) -> Any:
+    from issuer.mint_jobs import MintJobRunner
+
+    if not deps.mint_jobs:
+        return None
+    return MintJobRunner(deps.sessions, deps.master_key, deps.acting_registry, emit=deps.emit).adopt_orphans().start()
+
+
 def create_app(settings: Settings | None = None, *, deps: ServiceDeps | None = None) -> FastAPI:
     deps = deps if deps is not None else ServiceDeps()
     if settings is not None and deps.settings is None:
@@ -144,9 +188,15 @@ def create_app(settings: Settings | None = None, *, deps: ServiceDeps | None = N
         engine = deps.engine()
         listeners = watch_database(engine, app.state.database_outage) if engine is not None else []
         app.state.reconciler = _reconciler(deps).start()
+        # The ERP API's background work: webhook deliveries, mint jobs (nothing waits for a person).
+        app.state.webhook_sender = await run_in_threadpool(_webhook_sender, deps)
+        app.state.mint_jobs = await run_in_threadpool(_mint_jobs, deps)
         try:
             yield
         finally:
+            for worker in (app.state.mint_jobs, app.state.webhook_sender):
+                if worker is not None:
+                    await run_in_threadpool(worker.stop)
             app.state.reconciler.stop()
             if listeners:
                 unwatch_database(engine, listeners)
@@ -155,7 +205,8 @@ def create_app(settings: Settings | None = None, *, deps: ServiceDeps | None = N
     app = FastAPI(title="cardproof issuer service", version="1.0", description=DESCRIPTION, lifespan=lifespan,
                   redirect_slashes=False)
     install_error_handlers(app)
-    from issuer.service import routes
+    from issuer.service import erp, routes
 
     app.include_router(routes.router)
+    app.include_router(erp.router)
     return app

@@ -35,11 +35,11 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from issuer.service.errors import ServiceError
-from issuer.storage.models import ApiKey
+from issuer.storage.models import API_KEY_ROLES, ApiKey, ApiKeyRole
 from issuer.storage.repository import checksum_address
 
-__all__ = ["KEY_PREFIX", "Principal", "authenticate", "create_api_key", "list_api_keys", "revoke_api_key",
-           "sign_request", "signing_message"]
+__all__ = ["KEY_PREFIX", "Principal", "api_key_role", "authenticate", "create_api_key", "list_api_keys",
+           "revoke_api_key", "sign_request", "signing_message"]
 
 KEY_PREFIX = "cpk_"
 _KEY_RE = re.compile(r"^cpk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
@@ -57,6 +57,9 @@ class Principal:
     #: The issuer an API key is bound to; None for signatures (checked per card on chain).
     issuer: str | None
     label: str = ""
+    #: redeemer (keys made without a role, and signed requests) or erp (``create_api_key(role="erp")``): an ERP
+    #: key reaches ``/v1/erp/*`` only, a redeemer's key never does.
+    role: str = "redeemer"
 
     @property
     def redeemed_by(self) -> str:
@@ -74,15 +77,29 @@ def _hash(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("ascii")).digest()
 
 
-def create_api_key(session: Session, issuer_address: str, label: str = "") -> tuple[str, ApiKey]:
-    """A new key for ``issuer_address``: (the full key, shown once; its row). Caller commits."""
+def create_api_key(session: Session, issuer_address: str, label: str = "", *,
+                   role: str = "redeemer") -> tuple[str, ApiKey]:
+    """A new key for ``issuer_address``: (the full key, shown once; its row). Caller commits.
+
+    ``role``: ``redeemer`` (the default: redeems the issuer's cards) or ``erp`` (the supplier's ERP API,
+    ``/v1/erp/*``, and nothing else); an ERP key is only ever made by asking for it."""
+    if role not in API_KEY_ROLES:
+        raise ValueError(f"unknown API key role {role!r}: use one of {', '.join(API_KEY_ROLES)}")
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     row = ApiKey(key_id=key_id, key_hash=_hash(secret), issuer_address=checksum_address(issuer_address),
                  label=label[:200])
     session.add(row)
     session.flush()
+    if role != "redeemer":
+        session.add(ApiKeyRole(api_key_pk=row.id, role=role))
+        session.flush()
     return f"{KEY_PREFIX}{key_id}_{secret}", row
+
+
+def api_key_role(session: Session, row: ApiKey) -> str:
+    """The role of a key: redeemer unless ``api_key_roles`` says otherwise."""
+    return session.scalar(select(ApiKeyRole.role).where(ApiKeyRole.api_key_pk == row.id)) or "redeemer"
 
 
 def list_api_keys(session: Session, issuer_address: str | None = None) -> list[ApiKey]:
@@ -113,9 +130,10 @@ def _check_api_key(session: Session, presented: str) -> Principal:
     good = hmac.compare_digest(_hash(secret), bytes(row.key_hash) if row is not None else _DUMMY_HASH)
     if row is None or not good or row.revoked_at is not None:
         raise unauthorized("invalid or revoked API key")
+    role = api_key_role(session, row)
     session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=dt.datetime.now(dt.UTC)))
     session.commit()
-    return Principal("api_key", key_id, row.issuer_address, row.label)
+    return Principal("api_key", key_id, row.issuer_address, row.label, role)
 
 
 # --------------------------------------------------------------------------- signatures

@@ -34,7 +34,10 @@ class ServiceSettings(BaseSettings):
     #: node crash or a reorg are redone without a person.
     reconcile_interval: float = Field(default=300.0, ge=0)
 
-    @field_validator("redeem_rate", "redeem_rate_serial")
+    #: Requests per ERP API key (``/v1/erp/*``).
+    erp_rate: str = "1200/minute"
+
+    @field_validator("redeem_rate", "redeem_rate_serial", "erp_rate")
     @classmethod
     def _valid_rate(cls, value: str) -> str:
         parse_rate(value)

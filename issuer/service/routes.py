@@ -38,6 +38,8 @@ async def principal(request: Request) -> Principal:
         with deps.sessions() as session:
             who = authenticate(session, request.headers, request.method, request.url.path, body, deps.limiter,
                                deps.service.signature_window)
+        if who.role != "redeemer":
+            raise ServiceError(403, "forbidden", "this API key is not a redeemer's key")
         deps.rate_limit("redeem", who.ident, "redeem_rate")
         return who
 

@@ -50,6 +50,17 @@ __all__ = [
     "ACT_KINDS",
     "ACT_STATES",
     "ChainAct",
+    "SealedDelivery",
+    "NODE_ORDER_STATES",
+    "NodeOrder",
+    "API_KEY_ROLES",
+    "ApiKeyRole",
+    "IdempotencyKey",
+    "MINT_JOB_STATES",
+    "MintJob",
+    "WebhookEvent",
+    "WEBHOOK_DELIVERY_STATES",
+    "WebhookDelivery",
     "utcnow",
     "UTCDateTime",
     "BigIntPK",
@@ -319,3 +330,193 @@ class ChainAct(Base):
 
     def __repr__(self) -> str:
         return f"ChainAct(id={self.id}, kind={self.kind!r}, subject={self.subject!r}, state={self.state!r})"
+
+
+class SealedDelivery(Base):
+    """The sealed delivery of an escrow order, as the supplier sealed it (``issuer.delivery_seal``).
+
+    Sealing is randomised (a fresh ephemeral key), so the blob is kept: a delivery sent again after the chain lost
+    it carries the same hash, and the blob can be uploaded to the public service again. It is ciphertext only,
+    readable by the buyer's seal key alone; no code is stored here in plaintext.
+    """
+
+    __tablename__ = "sealed_deliveries"
+    __table_args__ = (UniqueConstraint("chain_id", "escrow", "order_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    #: The escrow contract (EIP-55).
+    escrow: Mapped[str] = mapped_column(String(42))
+    #: The order id, decimal (order ids are uint256).
+    order_id: Mapped[str] = mapped_column(String(78))
+    batch_id: Mapped[str] = mapped_column(String(66))
+    #: The delivered card ranges, JSON ``[[start, length], ...]``.
+    ranges: Mapped[str] = mapped_column(Text)
+    #: keccak256 of ``blob``, ``0x`` + 64 hex: what the delivery records on chain.
+    sealed_hash: Mapped[str] = mapped_column(String(66))
+    blob: Mapped[bytes] = mapped_column(LargeBinary)
+    #: When the public service accepted the blob; None until then.
+    uploaded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+#: What the supplier's node knows of an escrow order to its supplier (``issuer.node``):
+#: seen (found on chain, funded) -> picked (cards reserved: batch and ranges chosen) -> delivered (on chain) ->
+#: published (the sealed delivery is on every configured public service); or out_of_stock (left for the buyer to
+#: cancel, picked again if stock arrives before the deadline), or closed (no longer deliverable: cancelled,
+#: delivered by someone else, past its deadline) or failed (a refusal that needs a person; ``error`` says why).
+NODE_ORDER_STATES = ("seen", "picked", "delivered", "published", "out_of_stock", "closed", "failed")
+
+
+class NodeOrder(Base):
+    """An escrow order to this supplier, as the node fulfils it. The card reservation of a picked order is its
+    sealed delivery (``sealed_deliveries``, same escrow and order): cards in one are never picked for another."""
+
+    __tablename__ = "node_orders"
+    __table_args__ = (
+        UniqueConstraint("chain_id", "escrow", "order_id"),
+        CheckConstraint(
+            "state IN ('seen', 'picked', 'delivered', 'published', 'out_of_stock', 'closed', 'failed')",
+            name="state",
+        ),
+        Index("ix_node_orders_state", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    escrow: Mapped[str] = mapped_column(String(42))
+    #: Decimal order id (uint256).
+    order_id: Mapped[str] = mapped_column(String(78))
+    buyer: Mapped[str] = mapped_column(String(42))
+    product_id: Mapped[int] = mapped_column(BigInteger)
+    min_expiry: Mapped[int] = mapped_column(BigInteger, default=0)
+    quantity: Mapped[int] = mapped_column(Integer)
+    #: Unix time after which it can no longer be delivered.
+    delivery_deadline: Mapped[int] = mapped_column(BigInteger)
+    #: Block of its OrderOpened event.
+    opened_block: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16), default="seen")
+    batch_id: Mapped[str | None] = mapped_column(String(66))
+    #: JSON ``[[start, length], ...]`` once picked.
+    ranges: Mapped[str | None] = mapped_column(Text)
+    deliver_tx: Mapped[str | None] = mapped_column(String(66))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+# --------------------------------------------------------------------------- the ERP API (issuer.service.erp_*)
+
+#: Roles of an API key (``api_key_roles``): a key without a row is a redeemer's key (``POST .../redeem`` only);
+#: ``erp`` keys reach the supplier's ERP API (``/v1/erp/*``) and nothing else.
+API_KEY_ROLES = ("redeemer", "erp")
+
+
+class ApiKeyRole(Base):
+    """The role of an API key other than a redeemer's (``issuer.service.auth.create_api_key(role=...)``)."""
+
+    __tablename__ = "api_key_roles"
+    __table_args__ = (CheckConstraint("role IN ('redeemer', 'erp')", name="role"),)
+
+    api_key_pk: Mapped[int] = mapped_column(Integer, ForeignKey("api_keys.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+
+
+class IdempotencyKey(Base):
+    """One ``Idempotency-Key`` of a request that creates something (``issuer.idempotency``): the first request's
+    hash and, once answered, its answer; a repeat gets that answer. Kept 24 hours."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("api_key_id", "method", "path", "key"),
+                      Index("ix_idempotency_keys_created_at", "created_at"))
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(255))
+    #: The API key's public id (``ApiKey.key_id``).
+    api_key_id: Mapped[str] = mapped_column(String(24))
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(255))
+    #: SHA-256 (hex) of the canonical JSON of the request body.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    #: None while the first request is being answered.
+    status: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+#: queued -> minting -> anchoring -> done, or failed (``error`` says why).
+MINT_JOB_STATES = ("queued", "minting", "anchoring", "done", "failed")
+
+
+class MintJob(Base):
+    """A batch minted (and anchored) in the background for the ERP (``issuer.mint_jobs``)."""
+
+    __tablename__ = "mint_jobs"
+    __table_args__ = (
+        CheckConstraint("state IN ('queued', 'minting', 'anchoring', 'done', 'failed')", name="state"),
+        Index("ix_mint_jobs_state", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    issuer_address: Mapped[str] = mapped_column(String(42))
+    #: The ERP key that asked for it (``ApiKey.key_id``).
+    api_key_id: Mapped[str | None] = mapped_column(String(24))
+    sku: Mapped[str] = mapped_column(String(32))
+    #: As given, e.g. "20.00".
+    face_value: Mapped[str] = mapped_column(String(32))
+    currency: Mapped[str] = mapped_column(String(3))
+    count: Mapped[int] = mapped_column(Integer)
+    expires: Mapped[str | None] = mapped_column(String(40))
+    anchor: Mapped[bool] = mapped_column(Boolean, default=True)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    progress_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    batch_id: Mapped[str | None] = mapped_column(String(66))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class WebhookEvent(Base):
+    """An event for the supplier's webhooks (``issuer.webhooks.emit``); its payload never holds a code or secret."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    #: Public id, ``evt_`` + 32 hex.
+    event_id: Mapped[str] = mapped_column(String(40), unique=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    #: JSON.
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+#: pending (to send, or retrying) -> delivered (a 2xx answer), or dead (out of attempts; a replay makes it pending).
+WEBHOOK_DELIVERY_STATES = ("pending", "delivered", "dead")
+
+
+class WebhookDelivery(Base):
+    """One event to one URL, retried with exponential backoff (``issuer.webhooks``)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'delivered', 'dead')", name="state"),
+        Index("ix_webhook_deliveries_state_next", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    event_pk: Mapped[int] = mapped_column(BigIntPK, ForeignKey("webhook_events.id", ondelete="CASCADE"),
+                                          index=True)
+    url: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    event: Mapped[WebhookEvent] = relationship(lazy="select")

@@ -9,8 +9,9 @@ measures, each on a batch nobody touched before (fresh storage slots: the worst 
 * ``grant_issuer``, ``set_redeemer``: the admin grants ISSUER_ROLE, the issuer appoints a redeemer;
 * ``grant_issuer_named``: the admin grants ISSUER_ROLE with ``grantIssuer`` to an account that holds no role
   yet, under a name of the longest allowed size (64 bytes: the string's length slot and two data slots);
-* ``anchor_batch`` (1,000 cards) and ``anchor_batch_1m`` (1,000,000 cards): the cost must not depend on the
-  size; ``anchor_batch_exec``/``anchor_batch_1m_exec`` are the same less the intrinsic gas (21,000 plus
+* ``anchor_batch_new_product``: the first batch of a product, which registers it (report only);
+* ``anchor_batch`` (1,000 cards) and ``anchor_batch_1m`` (1,000,000 cards), of a product registered already
+  (the common case: the target applies to it): the cost must not depend on the size; ``anchor_batch_exec``/``anchor_batch_1m_exec`` are the same less the intrinsic gas (21,000 plus
   calldata), which must be equal;
 * ``mark_redeemed_1``: one card, by an appointed redeemer (one more cold read than by the issuer, which is
   ``mark_redeemed_1_by_issuer``);
@@ -36,7 +37,7 @@ from eth_utils import keccak
 from chain.artifacts import load_artifact
 from chain.client import ChainClient
 from chain.deployments import REGISTRY
-from chain.registry import CardStatus, Registry
+from chain.registry import PLACEHOLDER_PRODUCT, CardStatus, ProductSpec, Registry
 from issuer.core.leaf import CODE_FORM_FOLDED, LEAF_VERSION, CardLeaf, leaf_hash
 
 TARGETS = {
@@ -93,9 +94,9 @@ def measure(env: Any) -> dict[str, int]:
     owner = bytes.fromhex(env.address("issuer")[2:])
     serial = iter(range(1, 1_000))
 
-    def new_batch(count: int) -> tuple[bytes, Any]:
+    def new_batch(count: int, product: ProductSpec = PLACEHOLDER_PRODUCT) -> tuple[bytes, Any]:
         batch_id = owner + next(serial).to_bytes(12, "big")
-        return batch_id, issuer.anchor_batch(batch_id, keccak(batch_id), count, MANIFEST)
+        return batch_id, issuer.anchor_batch(batch_id, keccak(batch_id), count, MANIFEST, product)
 
     figures["grant_issuer"] = _gas(as_admin.grant_issuer(env.address("issuer")))
     figures["grant_issuer_named"] = _gas(as_admin.grant_issuer(env.address("issuer2"), LONGEST_NAME))
@@ -103,6 +104,10 @@ def measure(env: Any) -> dict[str, int]:
         raise RuntimeError("grantIssuer did not record the name")
     figures["set_redeemer"] = _gas(issuer.set_redeemer(env.address("redeemer"), True))
 
+    # The first batch of a product registers it (ProductRegistered, three fresh slots); later ones only read its id.
+    _, receipt = new_batch(1_000, ProductSpec.of("GC-50-USD", 5_000, "USD"))
+    figures["anchor_batch_new_product"] = _gas(receipt)
+    issuer.anchor_batch(owner + b"\xff" * 12, b"\x01" * 32, 1, MANIFEST)  # registers the placeholder product
     small, receipt = new_batch(1_000)
     figures["anchor_batch"] = _gas(receipt)
     figures["anchor_batch_exec"] = _exec_gas(issuer_client, receipt)
@@ -131,7 +136,8 @@ def measure(env: Any) -> dict[str, int]:
     leaf = CardLeaf(LEAF_VERSION, batch_id, 123_456, rng.getrandbits(80), b"GC-100-EUR".ljust(32, b"\x00"), 10_000,
                     b"EUR", 0, CODE_FORM_FOLDED, rng.randbytes(32))
     proof = [rng.randbytes(32) for _ in range(PROOF_DEPTH)]
-    issuer.anchor_batch(batch_id, _fold(leaf_hash(leaf), proof), 1 << PROOF_DEPTH, MANIFEST)
+    issuer.anchor_batch(batch_id, _fold(leaf_hash(leaf), proof), 1 << PROOF_DEPTH, MANIFEST,
+                        ProductSpec(leaf.sku, leaf.face_value, leaf.currency), leaf.expiry)
     call = issuer.fn.verifyCard(leaf.as_tuple(), proof)
     verdict = issuer.verify_card(leaf.as_tuple(), proof)
     if verdict != (True, CardStatus.VALID):

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from chain import local_node
 from chain.client import ChainClient, dev_account_for, http_web3
 from chain.platform import deploy_platform
-from chain.registry import Registry
+from chain.registry import PLACEHOLDER_PRODUCT, Registry
 from chain.settings import Settings, get_settings
 from issuer.anchoring import anchor_batch
 from issuer.export import batch_dump
@@ -266,9 +266,10 @@ def test_reorg_with_the_anchor_mined_again_keeps_it_authentic(aw: AnvilWorld):
     bid = bytes.fromhex(aw.issuer.address[2:]) + b"\x77" * 12
     before = aw.head()
     # A raw anchor transaction, signed now and replayed by the reorg.
-    tx = reg.fn.anchorBatch(bid, b"\x11" * 32, 10, b"\x22" * 32).build_transaction(
+    call = reg.fn.anchorBatch(bid, b"\x11" * 32, 10, b"\x22" * 32, PLACEHOLDER_PRODUCT.as_tuple(), 0)
+    tx = call.build_transaction(
         {"from": aw.issuer.address, "nonce": reg.client.w3.eth.get_transaction_count(aw.issuer.address),
-         "gas": 200_000, "chainId": aw.admin.chain_id, "maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9})
+         "gas": 400_000, "chainId": aw.admin.chain_id, "maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9})
     raw = aw.issuer.sign_transaction(tx).raw_transaction.to_0x_hex()
     aw.admin.w3.eth.send_raw_transaction(raw)
     deadline = time.monotonic() + 5

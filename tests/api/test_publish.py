@@ -192,6 +192,29 @@ def test_bad_gzip_is_400(api, world):
     assert_not_published(api, batch)
 
 
+def test_leaves_of_another_product_than_anchored_are_refused(api, world):
+    """The "wrong product" attack: the issuer anchors a root over leaves claiming 100.00 USD, with the batch's
+    product on chain 1.00 USD. The root matches, but CardRegistry.verifyCard rejects every such leaf: the
+    public service must not store the dump, nor answer 'authentic' with a face value of 100.00."""
+    from chain.registry import ProductSpec
+    from issuer.core.dump import load_dump
+    from issuer.core.serial import format_serial
+
+    source = leaves_of(dump_of(world, fresh_batch(world, 3).batch_id))
+    bid = bytes.fromhex(world.issuer_client.address[2:]) + secrets.token_bytes(12)
+    dearer = [replace(leaf, batch_id=bid, face_value=100_00, code_commitment=secrets.token_bytes(32))
+              for leaf in source]
+    first = dearer[0]
+    world.registry.anchor_batch(bid, load_dump(make_dump(dearer)).tree.root, len(dearer), b"\x00" * 32,
+                                ProductSpec(first.sku, 1_00, first.currency), expiry=first.expiry)
+    onchain = world.registry.batch(bid)
+    assert world.registry.product(onchain.product_id).face_value == 1_00
+    r = put_dump(api, "0x" + bid.hex(), make_dump(dearer))
+    assert r.status_code == 422, r.text
+    assert api.get(f"/v1/batches/0x{bid.hex()}").status_code == 404
+    assert verdict(api, format_serial(first.serial))["verdict"] == "unknown"
+
+
 def test_a_serial_already_published_is_409_serial_conflict(api, world):
     main = world.batches["main"]
     leaves = leaves_of(dump_of(world, main.batch_id))[:3]

@@ -21,7 +21,8 @@ from schemathesis.specs.openapi.checks import (
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 PATHS = ["/v1/cards/{serial}", "/v1/batches/{batch_id}", "/v1/batches/{batch_id}/dump",
-         "/v1/issuers/{address}", "/c/{serial}", "/healthz", "/readyz", "/v1/orders/{order_id}", "/o/{order_id}"]
+         "/v1/issuers/{address}", "/c/{serial}", "/healthz", "/readyz", "/v1/orders/{order_id}", "/o/{order_id}",
+         "/v1/orders/{order_id}/delivery"]
 
 
 @pytest.fixture(scope="module")

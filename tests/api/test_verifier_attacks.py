@@ -28,7 +28,7 @@ from hexbytes import HexBytes
 
 import chain.client
 from chain.artifacts import load_artifact
-from chain.registry import CardStatus, Registry
+from chain.registry import CardStatus, ProductSpec, Registry
 from issuer.core.commitment import code_commitment, derive_opening, format_opening
 from issuer.core.leaf import CODE_FORM_EXACT, CODE_FORM_FOLDED, LEAF_ENCODING, LEAF_FIELDS, CardLeaf, \
     currency_to_bytes3, leaf_hash, sku_to_bytes32
@@ -97,7 +97,9 @@ def make_batch(issuer: str, n: int = 4, *, sku: str = "GC-25-USD", face_value: i
 
 
 def anchor(registry: Registry, batch: MadeBatch) -> MadeBatch:
-    receipt = registry.anchor_batch(batch.batch_id, batch.root, len(batch.cards), os.urandom(32))
+    leaf = batch.cards[0].leaf  # anchored with the leaves' product and expiry
+    receipt = registry.anchor_batch(batch.batch_id, batch.root, len(batch.cards), os.urandom(32),
+                                    ProductSpec(leaf.sku, leaf.face_value, leaf.currency), expiry=leaf.expiry)
     batch.anchor_tx = HexBytes(receipt["transactionHash"]).to_0x_hex()
     batch.anchor_block = int(receipt["blockNumber"])
     return batch
@@ -454,6 +456,40 @@ def test_fake_api_changes_the_face_value(chain_env, real, anchored, cli, api, ed
     assert r.rc == EXIT_MISMATCH and contradicted in r.err
     assert_one_line(r)
     assert_never_confirmed(r)
+
+
+def test_leaf_claiming_another_product_than_its_batch_is_not_authentic(chain_env, real, cli, api):
+    """The "wrong product" attack: an issuer anchors a batch as 1.00 USD cards whose leaves (and so whose root)
+    say 100.00 USD. The proof folds to the anchored root, but the chain fixed the batch's product when it was
+    anchored: verifyCard rejects the leaf, and the answer's 'authentic' (and its product) are never confirmed."""
+    made = make_batch(chain_env.address("issuer"), 2, sku="GC-1-USD", face_value=100_00)
+    leaf = made.cards[0].leaf
+    receipt = chain_env.registry("issuer").anchor_batch(made.batch_id, made.root, len(made.cards), os.urandom(32),
+                                                        ProductSpec.of("GC-1-USD", 1_00, "USD"), expiry=leaf.expiry)
+    made.anchor_tx, made.anchor_block = HexBytes(receipt["transactionHash"]).to_0x_hex(), int(receipt["blockNumber"])
+    onchain = real.batch(made.batch_id)
+    assert onchain.anchored and onchain.root == made.root
+    assert real.product(onchain.product_id) == ProductSpec.of("GC-1-USD", 1_00, "USD")
+    assert real.verify_card(leaf.as_tuple(), made.cards[0].proof) == (False, CardStatus.UNKNOWN)
+
+    lie = honest_answer(real, made, 0)
+    assert lie["verdict"] == "unknown"  # an honest reader of the chain does not call it authentic
+    lie.update(verdict="authentic", reason="ok")
+    result = verify(lie, real, serial=lie["serial"])
+    got = outcomes(result.claims)
+    assert result.chain_verdict == "unknown" and result.exit_status == EXIT_MISMATCH
+    assert got["the verdict 'authentic'"] is Outcome.MISMATCH
+    assert got["the proof leads to the anchored root"] is Outcome.CONFIRMED  # the root alone proves nothing
+    assert got["the product is the leaf's"] is not Outcome.CONFIRMED
+    assert not any(c.confirmed for c in result.claims if "leaf" in c.claim or "product" in c.claim)
+
+    pin(cli, real.address)
+    r = cli("verify", api.serve(lie))
+    assert r.rc == EXIT_MISMATCH and "the verdict 'authentic'" in r.err
+    assert_one_line(r)
+    assert_never_confirmed(r)
+    # Even an answer that does not claim authenticity is not confirmed: the chain does not hold this leaf.
+    assert verify(honest_answer(real, made, 1), real).outcome is not Outcome.CONFIRMED
 
 
 # ------------------------------------------------------------------------------------ cards the chain never saw

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from chain.client import ChainClient, dev_account_for, new_in_process_web3
 from chain.platform import deploy_platform
-from chain.registry import Registry
+from chain.registry import ProductSpec, Registry
 from chain.settings import Settings, get_settings
 from issuer.anchoring import anchor_batch
 from issuer.issuers import add_issuer
@@ -200,5 +200,7 @@ def anchor_leaves(world: World, leaves: list) -> str:
 
     tree = load_dump(make_dump(leaves)).tree
     bid = leaves[0].batch_id
-    world.registry.anchor_batch(bid, tree.root, len(leaves), b"\x00" * 32)  # sent and mined
+    first = leaves[0]  # the batch is anchored with its leaves' product and expiry (all leaves share them)
+    world.registry.anchor_batch(bid, tree.root, len(leaves), b"\x00" * 32,  # sent and mined
+                                ProductSpec(first.sku, first.face_value, first.currency), expiry=first.expiry)
     return "0x" + bid.hex()

@@ -23,13 +23,14 @@ from chain.errors import (
     ContractRevert,
     EmptyBatch,
     EmptyIndexList,
+    InvalidProduct,
     InvalidRoot,
     NotBatchIssuer,
     NotBatchRedeemer,
     TransactionReverted,
     ZeroAddress,
 )
-from chain.registry import DEFAULT_ADMIN_ROLE, ISSUER_ROLE, ZERO_ADDRESS
+from chain.registry import DEFAULT_ADMIN_ROLE, ISSUER_ROLE, PLACEHOLDER_PRODUCT, ZERO_ADDRESS
 from tests.chain.registry_kit import MANIFEST, ROOT, anchor, bid, same_address
 
 OTHER_ROOT = b"\x33" * 32
@@ -256,10 +257,12 @@ def _scenarios(env) -> dict[str, tuple[str, Any, type[ContractRevert]]]:
     env.registry("issuer").revoke_cards(batch_id, [6], 1)
     fn = env.registry().fn
     stranger_bid = bid(env, "stranger")
+    P = PLACEHOLDER_PRODUCT.as_tuple()
     return {
-        "already_anchored": ("issuer", fn.anchorBatch(batch_id, OTHER_ROOT, 5, MANIFEST), BatchAlreadyAnchored),
-        "not_owned": ("issuer", fn.anchorBatch(bid(env, "issuer2"), ROOT, 5, MANIFEST), BatchIdNotOwned),
-        "no_role": ("stranger", fn.anchorBatch(stranger_bid, ROOT, 5, MANIFEST), AccessControlUnauthorizedAccount),
+        "already_anchored": ("issuer", fn.anchorBatch(batch_id, OTHER_ROOT, 5, MANIFEST, P, 0), BatchAlreadyAnchored),
+        "not_owned": ("issuer", fn.anchorBatch(bid(env, "issuer2"), ROOT, 5, MANIFEST, P, 0), BatchIdNotOwned),
+        "no_role": ("stranger", fn.anchorBatch(stranger_bid, ROOT, 5, MANIFEST, P, 0),
+                    AccessControlUnauthorizedAccount),
         "not_anchored": ("issuer", fn.markRedeemed(bid(env, "issuer", 99), [0]), BatchNotAnchored),
         "not_redeemer": ("stranger", fn.markRedeemed(batch_id, [0]), NotBatchRedeemer),
         "not_issuer": ("issuer2", fn.revokeBatch(batch_id, 1), NotBatchIssuer),
@@ -268,6 +271,8 @@ def _scenarios(env) -> dict[str, tuple[str, Any, type[ContractRevert]]]:
         "revoked": ("issuer", fn.markRedeemed(batch_id, [6]), CardRevoked),
         "empty": ("issuer", fn.revokeCards(batch_id, [], 1), EmptyIndexList),
         "zero": ("issuer", fn.setRedeemer(ZERO_ADDRESS, True), ZeroAddress),
+        "no_product": ("issuer", fn.anchorBatch(bid(env, "issuer", 77), ROOT, 5, MANIFEST, (bytes(32), 1, b"USD"), 0),
+                       InvalidProduct),
     }
 
 

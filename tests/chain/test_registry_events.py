@@ -5,6 +5,7 @@ from __future__ import annotations
 from chain.artifacts import load_artifact
 from chain.deployments import REGISTRY
 from chain.events import read_events
+from chain.registry import ProductSpec
 from tests.chain.registry_kit import MANIFEST, ROOT, anchor, bid
 
 
@@ -28,8 +29,14 @@ def masks(events) -> list[tuple[int, int]]:
 
 def test_batch_anchored(chain_env):
     batch_id = bid(chain_env)
-    receipt = chain_env.registry("issuer").anchor_batch(batch_id, ROOT, 123_456, MANIFEST)
-    (ev,) = events_of(chain_env, receipt)
+    product = ProductSpec.of("EVT-5", 500, "EUR")
+    reg = chain_env.registry("issuer")
+    receipt = reg.anchor_batch(batch_id, ROOT, 123_456, MANIFEST, product, 1_900_000_000)
+    registered, ev = events_of(chain_env, receipt)
+    product_id = reg.product_id_of(product)
+    assert product_id >= 1
+    assert registered.name == "ProductRegistered"
+    assert registered.args == {"productId": product_id, "sku": product.sku, "faceValue": 500, "currency": b"EUR"}
     assert ev.name == "BatchAnchored"
     assert ev.args == {
         "batchId": batch_id,
@@ -37,9 +44,16 @@ def test_batch_anchored(chain_env):
         "root": ROOT,
         "cardCount": 123_456,
         "manifestHash": MANIFEST,
+        "productId": product_id,
+        "expiry": 1_900_000_000,
     }
     assert ev.address == chain_env.registry_address
     assert ev.block_number == receipt["blockNumber"]
+    # A second batch of the same product registers nothing: BatchAnchored only, with the same product id.
+    receipt = reg.anchor_batch(bid(chain_env, n=2), ROOT, 1, MANIFEST, product, 0)
+    (again,) = events_of(chain_env, receipt)
+    assert again.name == "BatchAnchored"
+    assert (again.args["productId"], again.args["expiry"]) == (product_id, 0)
 
 
 def test_cards_redeemed_one_event_per_word(chain_env):
@@ -126,7 +140,7 @@ def test_read_events_over_a_range_filters_by_name(chain_env):
     reg.mark_redeemed(batch_id, [256])
     end = chain_env.admin.block_number()
     contracts = [(chain_env.registry_address, load_artifact(REGISTRY).abi)]
-    every = read_events(chain_env.admin, contracts, start, end)
+    every = [e for e in read_events(chain_env.admin, contracts, start, end) if e.name != "ProductRegistered"]
     assert [e.name for e in every] == ["BatchAnchored", "CardsRedeemed", "CardsRevoked", "CardsRedeemed"]
     assert [e.block_number for e in every] == sorted(e.block_number for e in every)
     redeemed = read_events(chain_env.admin, contracts, start, end, names=["CardsRedeemed"], chunk=1)

@@ -10,7 +10,7 @@ from eth_abi import encode as abi_encode
 from eth_utils import keccak
 
 from chain import errors
-from chain.registry import CardStatus
+from chain.registry import CardStatus, ProductSpec
 from issuer.core.commitment import code_commitment, derive_batch_keys, derive_opening
 from issuer.core.leaf import (
     CODE_FORM_EXACT,
@@ -50,17 +50,22 @@ KAT_LEAVES = [
 
 
 def random_leaves(rng: random.Random, batch_id: bytes, count: int, expiry: int = 0) -> list[CardLeaf]:
-    """Random leaves of one batch, with real v2 commitments (codes and openings as an issuer makes them)."""
+    """Random leaves of one batch (one product and expiry, as a batch is anchored with), with real v2
+    commitments (codes and openings as an issuer makes them)."""
     open_key, _ = derive_batch_keys(rng.randbytes(32))
+    sku = f"SKU-{rng.randrange(10, 99)}".encode().ljust(32, b"\x00")
+    face, currency = rng.getrandbits(64) | 1, rng.choice([b"EUR", b"USD", b"JPY"])
     out = []
     for i in range(count):
         form = rng.choice([CODE_FORM_EXACT, CODE_FORM_FOLDED])
         code = "-".join(rng.randbytes(5).hex().upper() for _ in range(3))
-        out.append(CardLeaf(LEAF_VERSION, batch_id, i, rng.getrandbits(80),
-                            f"SKU-{rng.randrange(10, 99)}".encode().ljust(32, b"\x00"), rng.getrandbits(64),
-                            rng.choice([b"EUR", b"USD", b"JPY"]), expiry, form,
+        out.append(CardLeaf(LEAF_VERSION, batch_id, i, rng.getrandbits(80), sku, face, currency, expiry, form,
                             code_commitment(derive_opening(open_key, i), code, form)))
     return out
+
+
+def product_of(leaf: CardLeaf) -> ProductSpec:
+    return ProductSpec(leaf.sku, leaf.face_value, leaf.currency)
 
 
 def replace(leaf: CardLeaf, **changes) -> CardLeaf:
@@ -68,8 +73,10 @@ def replace(leaf: CardLeaf, **changes) -> CardLeaf:
 
 
 def anchor_tree(env, leaves: list[CardLeaf], card_count: int | None = None):
+    """Anchor the tree of `leaves` with the first leaf's product and expiry (the batch's)."""
     tree = build_tree([leaf_hash(leaf) for leaf in leaves])
-    env.registry("issuer").anchor_batch(leaves[0].batch_id, tree.root, card_count or len(leaves), MANIFEST)
+    env.registry("issuer").anchor_batch(leaves[0].batch_id, tree.root, card_count or len(leaves), MANIFEST,
+                                        product_of(leaves[0]), leaves[0].expiry)
     return tree
 
 
@@ -98,7 +105,8 @@ def test_kat_on_chain(chain_env):
     for leaf in KAT_LEAVES:
         assert reg.leaf_hash(leaf.as_tuple()) == leaf_hash(leaf)
     assert reg.leaf_hash(KAT_LEAVES[0].as_tuple()) == KAT_LEAF0_HASH
-    chain_env.registry("issuer").anchor_batch(KAT_BATCH, KAT_ROOT, len(KAT_LEAVES), MANIFEST)
+    chain_env.registry("issuer").anchor_batch(KAT_BATCH, KAT_ROOT, len(KAT_LEAVES), MANIFEST,
+                                              product_of(KAT_LEAVES[0]), KAT_LEAVES[0].expiry)
     assert reg.verify_card(KAT_LEAVES[0].as_tuple(), KAT_PROOF0) == (True, CardStatus.VALID)
 
 
@@ -124,12 +132,16 @@ def test_statuses(chain_env):
     now = chain_env.now()
     batch_id = bid(chain_env)
     leaves = random_leaves(random.Random(7), batch_id, 6, expiry=now + 10_000)
-    leaves[5] = replace(leaves[5], expiry=0)  # never expires
     tree = anchor_tree(chain_env, leaves)
+    # A batch's cards share one expiry: the card that never expires comes from a batch anchored with expiry 0.
+    (forever,) = random_leaves(random.Random(8), bid(chain_env, n=2), 1, expiry=0)
+    anchor_tree(chain_env, [forever])
     reg = chain_env.registry()
     issuer = chain_env.registry("issuer")
 
     def status(i: int):
+        if i == 5:
+            return reg.verify_card(forever.as_tuple(), [])
         return reg.verify_card(leaves[i].as_tuple(), proof_of(tree, i))
 
     assert [status(i) for i in range(6)] == [(True, CardStatus.VALID)] * 6
@@ -145,6 +157,7 @@ def test_statuses(chain_env):
     assert status(2) == (True, CardStatus.REDEEMED)
 
     issuer.revoke_batch(batch_id, 3)
+    issuer.revoke_batch(forever.batch_id, 3)
     # Redeemed is reported before a batch-level revocation: card 2 was used before its batch was revoked (and the
     # escrow pays for it); card 1, revoked on its own, stays revoked; the rest are revoked with the batch.
     assert [status(i)[1] for i in range(6)] == [CardStatus.REVOKED, CardStatus.REVOKED, CardStatus.REDEEMED,
@@ -203,7 +216,7 @@ def test_unknown_cards(chain_env):
 
     # Wrong batch: the same root anchored under another id does not vouch for this batch's leaves.
     other = bid(chain_env, n=2)
-    chain_env.registry("issuer").anchor_batch(other, tree.root, 7, MANIFEST)
+    chain_env.registry("issuer").anchor_batch(other, tree.root, 7, MANIFEST, product_of(leaf), leaf.expiry)
     moved = replace(leaf, batch_id=other)
     assert reg.verify_card(moved.as_tuple(), proof) == unknown
 

@@ -10,7 +10,7 @@ import sys
 from core_testlib import REPO
 
 CORE = REPO / "issuer" / "core"
-ALLOWED_THIRD_PARTY = {"cryptography", "_pysha3", "Crypto"}
+ALLOWED_THIRD_PARTY = {"cryptography", "_pysha3", "Crypto", "ecies"}
 FORBIDDEN_PREFIXES = (
     "web3", "eth_", "sqlalchemy", "alembic", "psycopg", "httpx", "requests", "urllib3", "aiohttp",
     "fastapi", "starlette", "uvicorn", "redis", "chain", "verify_api", "pydantic",

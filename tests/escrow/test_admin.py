@@ -231,7 +231,7 @@ def test_constructor_defaults(world: World) -> None:
     art = load_artifact("CardEscrow")
     admin = world.env.admin
     sent = admin.send_deploy(art.abi, art.bytecode, world.env.registry_address, world.addr("arbiter"),
-                             world.addr("feeto"), world.addr("stranger"), gas=5_000_000)
+                             world.addr("feeto"), world.addr("stranger"), gas=8_000_000)
     receipt = admin.wait(sent.tx_hash)
     address = receipt["contractAddress"]
     fresh = Escrow(admin, address)

@@ -6,7 +6,7 @@ import pytest
 from web3.logs import DISCARD
 
 from chain import errors
-from chain.escrow import OrderStatus, Permit, sku_bytes
+from chain.escrow import OrderStatus, Permit, account_seal_key
 from tests.escrow.world import DAY, FEE_BPS, MINT, PRICE, WINDOW, World
 
 
@@ -15,7 +15,7 @@ def test_open_funds_the_order_and_records_it(world: World) -> None:
     before_buyer, before_escrow = world.balance("buyer", "stable"), world.balance("escrow", "stable")
     deadline = env.now() + DAY
     escrow = world.escrow("buyer")
-    order_id = escrow.open_order(world.addr("supplier"), "GAME-100", 3, world.tokens["stable"], PRICE, deadline,
+    order_id = escrow.open_order(world.addr("supplier"), 1, 3, world.tokens["stable"], PRICE, deadline,
                                    WINDOW)
     assert order_id == 1
     assert world.balance("buyer", "stable") == before_buyer - 3 * PRICE
@@ -33,15 +33,20 @@ def test_open_funds_the_order_and_records_it(world: World) -> None:
 def test_open_emits_order_opened_and_ids_are_sequential(world: World) -> None:
     escrow = world.escrow("buyer")
     deadline = world.env.now() + DAY
-    fn = escrow.fn.openOrder(world.addr("supplier"), sku_bytes("TOPUP-5"), 2, world.tokens["stable2"], 7, deadline,
-                             WINDOW)
+    seal_key = account_seal_key(escrow.client)
+    assert len(seal_key) == 33 and seal_key[0] in (2, 3)
+    terms = (world.addr("supplier"), 1, 1_900_000_000, 2, world.tokens["stable2"], 7, deadline, WINDOW)
+    fn = escrow.fn.openOrder(terms, seal_key)
     receipt = escrow.client.transact(fn, gas=300_000)
     (event,) = escrow.contract.events.OrderOpened().process_receipt(receipt, errors=DISCARD)
     args = event["args"]
     assert args["orderId"] == 1
     assert (args["buyer"], args["supplier"], args["token"]) == (world.addr("buyer"), world.addr("supplier"),
                                                                world.tokens["stable2"])
-    assert args["sku"] == sku_bytes("TOPUP-5")
+    assert (args["productId"], args["minExpiry"], args["sealKey"]) == (1, 1_900_000_000, seal_key)
+    assert escrow.opened_event(1) == args
+    order = escrow.order(1)
+    assert (order.product_id, order.min_expiry, order.sealed_hash) == (1, 1_900_000_000, b"")
     assert (args["quantity"], args["unitPrice"], args["amount"], args["feeBps"]) == (2, 7, 14, FEE_BPS)
     assert (args["deliveryDeadline"], args["disputeWindow"]) == (deadline, WINDOW)
     assert world.open("buyer2", token="stable") == 2
@@ -71,7 +76,7 @@ def test_fee_on_transfer_token_is_rejected_not_underfunded(world: World) -> None
 
 def test_open_token_not_allowed(world: World) -> None:
     with pytest.raises(errors.TokenNotAllowed) as info:
-        world.escrow("buyer").open_order(world.addr("supplier"), "X", 1, world.addr("stranger"), PRICE,
+        world.escrow("buyer").open_order(world.addr("supplier"), 1, 1, world.addr("stranger"), PRICE,
                                          world.env.now() + DAY, WINDOW, preflight=False)
     assert info.value.token == world.addr("stranger").lower()
     world.escrow().set_tokens_allowed([world.tokens["stable2"]], False)
@@ -163,7 +168,7 @@ def test_open_with_permit_without_prior_allowance(world: World) -> None:
     _revoke_allowance(world)
     escrow = world.escrow("buyer")
     deadline = world.env.now() + DAY
-    order_id = escrow.open_order_with_permit(world.addr("supplier"), "GAME-100", 4, world.tokens["stable"], PRICE,
+    order_id = escrow.open_order_with_permit(world.addr("supplier"), 1, 4, world.tokens["stable"], PRICE,
                                              deadline, WINDOW)
     assert escrow.order(order_id).status is OrderStatus.FUNDED
     assert world.balance("escrow", "stable") == 4 * PRICE
@@ -179,7 +184,7 @@ def test_front_run_permit_does_not_block_the_order(world: World) -> None:
     # A front-runner submits the buyer's permit first: the escrow's own permit call now fails.
     world.token("stable", "stranger").submit_permit(world.addr("buyer"), world.escrow_address, permit)
     assert world.token("stable").allowance(world.addr("buyer"), world.escrow_address) == 4 * PRICE
-    order_id = escrow.open_order_with_permit(world.addr("supplier"), "GAME-100", 4, world.tokens["stable"], PRICE,
+    order_id = escrow.open_order_with_permit(world.addr("supplier"), 1, 4, world.tokens["stable"], PRICE,
                                              deadline, WINDOW, permit=permit)
     assert escrow.order(order_id).amount == 4 * PRICE
     assert world.balance("escrow", "stable") == 4 * PRICE
@@ -191,18 +196,18 @@ def test_invalid_permit_without_allowance_fails_on_the_transfer(world: World) ->
     deadline = world.env.now() + DAY
     wrong = world.escrow("buyer2").sign_permit(world.tokens["stable"], 4 * PRICE, deadline)  # signed by buyer2
     with pytest.raises(errors.ERC20InsufficientAllowance):
-        escrow.open_order_with_permit(world.addr("supplier"), "GAME-100", 4, world.tokens["stable"], PRICE,
+        escrow.open_order_with_permit(world.addr("supplier"), 1, 4, world.tokens["stable"], PRICE,
                                       deadline, WINDOW, permit=wrong)
     expired = escrow.sign_permit(world.tokens["stable"], 4 * PRICE, world.env.now() - 1)
     with pytest.raises(errors.ERC20InsufficientAllowance):
-        escrow.open_order_with_permit(world.addr("supplier"), "GAME-100", 4, world.tokens["stable"], PRICE,
+        escrow.open_order_with_permit(world.addr("supplier"), 1, 4, world.tokens["stable"], PRICE,
                                       deadline, WINDOW, permit=expired)
 
 
 def test_permit_path_with_a_token_without_permit_uses_the_allowance(world: World) -> None:
     escrow = world.escrow("buyer")  # noret has no permit(); buyer approved the escrow already
     deadline = world.env.now() + DAY
-    order_id = escrow.open_order_with_permit(world.addr("supplier"), "GAME-100", 2, world.tokens["noret"], PRICE,
+    order_id = escrow.open_order_with_permit(world.addr("supplier"), 1, 2, world.tokens["noret"], PRICE,
                                              deadline, WINDOW, permit=Permit(2 * PRICE, deadline, 27, b"\1" * 32,
                                                                               b"\2" * 32))
     assert escrow.order(order_id).token == world.tokens["noret"]
@@ -212,5 +217,5 @@ def test_open_with_permit_checks_the_allowlist_first(world: World) -> None:
     world.escrow().set_tokens_allowed([world.tokens["stable"]], False)
     escrow = world.escrow("buyer")
     with pytest.raises(errors.TokenNotAllowed):
-        escrow.open_order_with_permit(world.addr("supplier"), "GAME-100", 4, world.tokens["stable"], PRICE,
+        escrow.open_order_with_permit(world.addr("supplier"), 1, 4, world.tokens["stable"], PRICE,
                                       world.env.now() + DAY, WINDOW, preflight=False)

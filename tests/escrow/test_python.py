@@ -16,6 +16,7 @@ from chain.escrow import (
     Escrow,
     Order,
     OrderStatus,
+    ProvenCard,
     Token,
     deploy_escrow,
     deploy_test_stablecoin,
@@ -92,13 +93,13 @@ def test_preflight_errors_are_raised_before_sending(world: World) -> None:
     ]
     for exc, (supplier, quantity, token, price) in cases:
         with pytest.raises(exc):
-            escrow.open_order(supplier, "SKU", quantity, token, price, deadline, WINDOW)
+            escrow.open_order(supplier, 1, quantity, token, price, deadline, WINDOW)
         with pytest.raises(exc):
-            escrow.open_order_with_permit(supplier, "SKU", quantity, token, price, deadline, WINDOW)
+            escrow.open_order_with_permit(supplier, 1, quantity, token, price, deadline, WINDOW)
     assert client.w3.eth.get_transaction_count(client.address) == nonce  # nothing was sent
     faucet(world.env.admin, stable, world.addr("stranger"), PRICE)
     with pytest.raises(errors.ERC20InsufficientAllowance) as info:
-        escrow.open_order(world.addr("supplier"), "SKU", 1, stable, PRICE, deadline, WINDOW)
+        escrow.open_order(world.addr("supplier"), 1, 1, stable, PRICE, deadline, WINDOW)
     assert info.value.spender == world.escrow_address.lower()
     assert "allowance" in str(info.value).lower()
 
@@ -128,7 +129,9 @@ def test_sku_bytes() -> None:
 def test_reverts_come_back_typed_for_every_call(world: World) -> None:
     escrow = world.escrow("stranger")
     for call in (lambda: escrow.confirm(5), lambda: escrow.release(5), lambda: escrow.dispute(5),
-                 lambda: escrow.cancel(5), lambda: escrow.deliver(5, b"\0" * 32, [(0, 1)])):
+                 lambda: escrow.cancel(5), lambda: escrow.deliver(5, b"\0" * 32, [(0, 1)], sealed_hash=b"\1" * 32),
+                 lambda: escrow.dispute_membership(5), lambda: escrow.withdraw_dispute(5),
+                 lambda: escrow.prove_delivery(5, [ProvenCard(0, 1, 0, b"\0" * 32)], [], [])):
         with pytest.raises(errors.OrderNotFound):
             call()
     with pytest.raises(errors.NothingToWithdraw) as info:

@@ -1,13 +1,19 @@
 """Stateful property test of the escrow against a Python model (hypothesis RuleBasedStateMachine).
 
-Random sequences of open / deliver / confirm / release / dispute / withdraw dispute / resolve / cancel /
-withdraw / revoke (cards, and now and then a whole batch) / redeem / time jumps, by buyers, suppliers, the
-arbiter and strangers (so most rules also exercise their reverts), in two tokens (a permit stablecoin and the
-USDT-like no-return token). Disputes end: an unresolved dispute is settled by `release` with the default outcome
-once its deadline (RESOLVE after it was raised) has passed, and the arbiter can no longer rule then; a withdrawn
-dispute returns the order to delivered, or settles it when its window or deadline has passed. Settlements refund
-only the cards that are revoked and not redeemed (a card redeemed before its batch was revoked is paid for). The model predicts every outcome: a
-predicted success must succeed and a predicted failure must raise exactly the predicted typed error.
+Random sequences of open / deliver / confirm / release / dispute / membership dispute / prove delivery / withdraw
+dispute / resolve / cancel / withdraw / revoke (cards, and now and then a whole batch) / redeem / time jumps, by
+buyers, suppliers, the arbiter and strangers (so most rules also exercise their reverts), in two tokens (a permit
+stablecoin and the USDT-like no-return token). Disputes end: an unresolved dispute is settled by `release` with the
+default outcome once its deadline (RESOLVE after it was raised) has passed, and the arbiter can no longer rule then;
+a withdrawn dispute returns the order to delivered, or settles it when its window or deadline has passed.
+Settlements refund only the cards that are revoked and not redeemed (a card redeemed before its batch was revoked is
+paid for), and, when a membership dispute ends at its deadline, every card the supplier did not prove in its batch.
+
+Batches are real (tests/escrow/cards.py): every supplier batch is a tree of CardLeaf values of the ordered product,
+so the supplier proves all or some of a disputed delivery's cards with valid multiproofs (proving every card
+settles the order at once); forged leaves and cards of other orders are tried too and must be refused. The model
+predicts every outcome: a predicted success must succeed and a predicted failure must raise exactly the predicted
+typed error.
 
 Invariants checked after every step:
 * for each token, the escrow's token balance == escrowed amount of open orders + unwithdrawn credits
@@ -16,7 +22,7 @@ Invariants checked after every step:
   account ever gains more than it is owed (withdrawals are also checked against the model's owed total).
 At the end of each example every account and token is checked.
 
-Besides the random rules, six copies of a "lifecycle" rule move some live order to its natural next state
+Besides the random rules, eight copies of a "lifecycle" rule move some live order to its natural next state
 (deliver, confirm / dispute / wait-and-release, resolve, cancel after the deadline), revoke one of its cards,
 move the clock or let an owed account withdraw, so most examples reach settlement; the test asserts at the
 end that every transition succeeded at least once and that settlements with revoked cards happened.
@@ -52,6 +58,7 @@ from hypothesis.stateful import (
 from chain import errors
 from chain.escrow import Escrow, OrderStatus, Token
 from tests.chainkit import ChainEnv
+from tests.escrow.cards import RealBatch, forged
 from tests.escrow.world import FEE_BPS, MINT, World
 
 TOKENS = ("stable", "noret")
@@ -76,10 +83,12 @@ if os.environ.get("CARDPROOF_HYPOTHESIS_EXAMPLES"):
 #: (rule, "ok" or the expected error's name) -> count, over the current test; checked for coverage.
 OUTCOMES: Counter[tuple[str, str]] = Counter()
 MUST_SUCCEED = ("open_order", "deliver", "confirm", "release", "dispute", "resolve", "cancel", "withdraw",
-                "withdraw_dispute")
+                "withdraw_dispute", "dispute_membership", "prove")
 SHRINK = os.environ.get("CARDPROOF_HYPOTHESIS_SHRINK") == "1"
 #: How the dispute episodes end, in turn over a test run (EPISODES counts them).
-ENDINGS = ("expire", "resolve", "late withdraw", "withdraw", "late resolve")
+ENDINGS = ("expire", "membership partly proven, expire", "resolve", "membership proven", "late withdraw",
+           "membership late withdraw", "withdraw", "late resolve")
+SEALED = b"\x5e" * 32
 EPISODES = {"count": 0}
 
 
@@ -99,6 +108,8 @@ class ModelOrder:
     disputed_epoch: int = -1
     batch: bytes = b""
     cards: list[int] = field(default_factory=list)
+    #: Whether the current dispute is a membership dispute (cleared when it is withdrawn).
+    membership: bool = False
 
     @property
     def amount(self) -> int:
@@ -138,6 +149,8 @@ class EscrowMachine(RuleBasedStateMachine):
         assert all(self.wallet[(b, t)] == MINT for b in BUYERS for t in TOKENS)
         self.escrow_start = {t: Token(env.admin, self.tokens[t]).balance_of(self.world.escrow_address) for t in TOKENS}
         self.batches: dict[str, bytes] = {}  # each supplier's current batch (a new one after a batch revocation)
+        self.real: dict[bytes, RealBatch] = {}  # every batch's leaves and tree
+        self.proven: dict[bytes, set[int]] = {}  # per batch, the cards proven in membership disputes
         # Per batch: cards delivered, revoked one by one, redeemed; and the batches revoked whole.
         self.delivered: dict[bytes, set[int]] = {}
         self.revoked: dict[bytes, set[int]] = {}
@@ -199,11 +212,18 @@ class EscrowMachine(RuleBasedStateMachine):
     def deadline_passed(self, order: ModelOrder) -> bool:
         return (self.epoch - order.disputed_epoch) * JUMP > RESOLVE
 
+    def refundable(self, order: ModelOrder, card: int) -> bool:
+        """Revoked (on its own or with its batch) and not redeemed; or, in a membership dispute, never proven."""
+        batch = order.batch
+        return ((self.is_revoked(batch, card) and card not in self.redeemed[batch])
+                or (order.membership and card not in self.proven[batch]))
+
     def settle_model(self, order: ModelOrder) -> tuple[int, int, int, int]:
-        # Refundable: revoked (on its own or with its batch) and not redeemed.
-        revoked = sum(1 for c in order.cards
-                      if self.is_revoked(order.batch, c) and c not in self.redeemed[order.batch])
+        revoked = sum(1 for c in order.cards if self.refundable(order, c))
         OUTCOMES[("settle", "with revoked cards" if revoked else "all valid")] += 1
+        if order.membership:
+            unproven = sum(1 for c in order.cards if c not in self.proven[order.batch])
+            OUTCOMES[("settle", "membership, unproven cards refunded" if unproven else "membership, all proven")] += 1
         if any(c in self.redeemed[order.batch] for c in order.cards) and order.batch in self.batch_revoked:
             OUTCOMES[("settle", "redeemed cards of a revoked batch")] += 1
         gross = (order.quantity - revoked) * order.price
@@ -219,9 +239,12 @@ class EscrowMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ setup
 
     def new_batch(self, supplier: str) -> None:
-        batch = self.world.anchor(supplier, count=BATCH_SIZE)
+        real = self.world.anchor_real(BATCH_SIZE, seed=len(self.real), who=supplier)
+        batch = real.batch_id
         self.batches[supplier] = batch
+        self.real[batch] = real
         self.delivered[batch], self.revoked[batch], self.redeemed[batch] = set(), set(), set()
+        self.proven[batch] = set()
 
     @initialize()
     def anchor_batches(self) -> None:
@@ -245,7 +268,7 @@ class EscrowMachine(RuleBasedStateMachine):
             expect = Expect()
         deadline = self.world.env.now() + span
         order_id = self.run(expect, lambda: self.escrows[buyer].open_order(
-            self.addr(supplier), "SKU", quantity, self.tokens[token], price, deadline, window, preflight=False))
+            self.addr(supplier), 1, quantity, self.tokens[token], price, deadline, window, preflight=False))
         if expect.ok:
             assert order_id == len(self.orders) + 1
             self.orders[order_id] = ModelOrder(buyer, supplier, token, quantity, price, FEE_BPS, span, window,
@@ -283,7 +306,7 @@ class EscrowMachine(RuleBasedStateMachine):
                 expect = Expect(errors.QuantityMismatch)
             else:
                 expect = Expect()
-        self.run(expect, lambda: self.escrows[actor].deliver(order_id, batch_id, ranges))
+        self.run(expect, lambda: self.escrows[actor].deliver(order_id, batch_id, ranges, sealed_hash=SEALED))
         if expect.ok:
             assert order is not None
             order.status = OrderStatus.DELIVERED
@@ -338,16 +361,34 @@ class EscrowMachine(RuleBasedStateMachine):
                 self.world.env.registry(order.supplier).revoke_cards(batch, [card], 1)
                 self.revoked[batch].add(card)
                 return
-            # Confirm, dispute (twice as often: disputes have three ways to end) or wait and release.
-            action = ("confirm", "dispute", "release", "dispute")[(choice // 3) % 4]
+            # Confirm, dispute (more often: disputes have several ways to end), dispute membership, or wait and
+            # release.
+            action = ("confirm", "dispute", "release", "membership", "dispute", "membership", "confirm",
+                      "release")[(choice // 3) % 8]
             if action == "release" and not self.window_passed(order):
                 self.advance_time()  # wait for the dispute window, then release (may still be too early)
             if action == "confirm":
                 self.confirm(pick, "owner")
             elif action == "dispute":
                 self.dispute(pick, "owner")
+            elif action == "membership":
+                self.dispute_membership(pick, "owner")
             else:
                 self.release(pick, "stranger")
+        elif order.membership:  # the supplier proves all or some cards, the buyer withdraws, or it expires
+            step = choice % 4
+            if step == 0:
+                self.prove(pick, "owner", 0, choice, "valid")
+            elif step == 1:
+                self.prove(pick, "owner", 1 + choice % 3, choice, "valid")
+            elif step == 2:
+                if choice >= 12:
+                    self.advance_time()
+                self.withdraw_dispute(pick, "owner")
+            else:
+                if not self.deadline_passed(order):
+                    self.advance_time()
+                self.release(pick, "stranger", True)
         else:  # disputed: a ruling, a withdrawal (on time or late), or the default outcome after the deadline
             step = choice % 4
             if step == 0:
@@ -370,7 +411,7 @@ class EscrowMachine(RuleBasedStateMachine):
         candidates = [i for i, o in self.orders.items() if o.status == status]
         return 4 * candidates.index(order_id) + 1  # odd, so never the "nonexistent" case
 
-    # Weight: six copies of the lifecycle rule (hypothesis picks rules uniformly), so that about a third of
+    # Weight: eight copies of the lifecycle rule (hypothesis picks rules uniformly), so that about a third of
     # the steps move some order forward and most examples reach settlement and withdrawals.
     def _lifecycle_rule(n: int) -> Any:  # type: ignore[misc]
         def lifecycle(self: EscrowMachine, pick: int, choice: int) -> None:
@@ -385,17 +426,33 @@ class EscrowMachine(RuleBasedStateMachine):
     lifecycle_3 = _lifecycle_rule(3)
     lifecycle_4 = _lifecycle_rule(4)
     lifecycle_5 = _lifecycle_rule(5)
+    lifecycle_6 = _lifecycle_rule(6)
+    lifecycle_7 = _lifecycle_rule(7)
     del _lifecycle_rule
+
+    @rule(pick=st.integers(0, 50), share=st.integers(0, 3))
+    def dispute_episode_again(self, pick: int, share: int) -> None:
+        """A second copy of dispute_episode (twice the weight: there are eight endings to reach)."""
+        self.dispute_episode(pick, share)
 
     @rule(pick=st.integers(0, 50), share=st.integers(0, 3))
     def dispute_episode(self, pick: int, share: int) -> None:
         """A whole dispute of a delivered order, through the rules above: raised, then ruled on in time or too
         late, withdrawn in time or late, or left to expire and settled with the default outcome (the endings
-        rotate over the run, so that each is reached). Before an expiring dispute the buyer uses a card and the
-        supplier revokes the whole batch: the default outcome must pay for the used card and refund the rest."""
+        rotate over the run, so that each is reached; with no delivered order in its window, one is opened and
+        delivered first). Membership disputes are proven in two calls, or partly proven (a forged leaf and a card
+        of another order refused) and left to expire, or withdrawn late. Before an expiring dispute the buyer uses
+        a card and the supplier revokes the whole batch: the default outcome must pay for the used card and refund
+        the rest."""
         open_ = [i for i, o in self.orders.items() if o.status == OrderStatus.DELIVERED and not self.window_passed(o)]
-        if not open_:
-            return
+        if not open_:  # make one: open an order and deliver it, through the rules above
+            self.open_order(BUYERS[pick % 2], SUPPLIERS[share % 2], TOKENS[(pick // 2) % 2], 1 + pick % 6,
+                            PRICES[share % 3], SPANS[1], SPANS[1])
+            fresh = len(self.orders)
+            self.deliver(self._pick_for(fresh, OrderStatus.FUNDED), "owner", pick * 37 % BATCH_SIZE)
+            if self.orders[fresh].status != OrderStatus.DELIVERED:
+                return
+            open_ = [fresh]
         order_id = open_[pick % len(open_)]
         order = self.orders[order_id]
         ending = ENDINGS[EPISODES["count"] % len(ENDINGS)]
@@ -409,18 +466,52 @@ class EscrowMachine(RuleBasedStateMachine):
             self.batch_revoked.add(batch)
             if self.batches[order.supplier] == batch:
                 self.new_batch(order.supplier)
+        if ending.startswith("membership"):
+            self.dispute_membership(self._pick_for(order_id, OrderStatus.DELIVERED), "owner")
+            p = self._pick_for(order_id, OrderStatus.DISPUTED)
+            if ending == "membership proven":  # proven in two calls: the second settles the order
+                self.prove(p, "supplier", 2, pick, "valid")
+                if order.status == OrderStatus.DISPUTED:
+                    self.prove(self._pick_for(order_id, OrderStatus.DISPUTED), "stranger", 0, pick, "valid")
+            elif ending == "membership partly proven, expire":
+                if order.quantity > 1:
+                    self.prove(p, "supplier", 1, pick, "valid")
+                if order.status == OrderStatus.DISPUTED:  # (cards proven in an earlier dispute may complete it)
+                    self.prove(self._pick_for(order_id, OrderStatus.DISPUTED), "supplier", 0, pick, "forged")
+                    self.prove(self._pick_for(order_id, OrderStatus.DISPUTED), "supplier", 2, pick, "foreign")
+                    self.advance_time()
+                    self.advance_time()
+                    self.prove(self._pick_for(order_id, OrderStatus.DISPUTED), "supplier", 0, pick, "valid")
+                    self.release(self._pick_for(order_id, OrderStatus.DISPUTED), "stranger", True)
+            else:
+                self.advance_time()
+                self.withdraw_dispute(p, "owner")
+            return
         self.dispute(self._pick_for(order_id, OrderStatus.DELIVERED), "owner")
         if ending.startswith("late"):
             self.advance_time()
         if ending in ("expire", "late resolve"):
             self.advance_time()
         p = self._pick_for(order_id, OrderStatus.DISPUTED)
+        if ending == "resolve":  # an ordinary dispute: the supplier has nothing to prove (NotMembershipDispute)
+            self.prove(p, "supplier", 0, pick, "valid")
         if ending.endswith("resolve"):
             self.resolve(p, "arbiter", share, False)
         elif ending.endswith("withdraw"):
             self.withdraw_dispute(p, "owner")
         else:
             self.release(p, "stranger", True)
+
+    @rule(buyer=st.sampled_from(BUYERS), supplier=st.sampled_from(SUPPLIERS), token=st.sampled_from(TOKENS),
+          quantity=st.integers(1, 6))
+    def abandoned_order(self, buyer: str, supplier: str, token: str, quantity: int) -> None:
+        """An order the supplier never delivers: the buyer cancels it after its delivery deadline (too early
+        first, then after the clock has moved past it)."""
+        self.open_order(buyer, supplier, token, quantity, PRICES[quantity % 3], SPANS[0], SPANS[0])
+        order_id = len(self.orders)
+        self.cancel(self._pick_for(order_id, OrderStatus.FUNDED), "owner")
+        self.advance_time()
+        self.cancel(self._pick_for(order_id, OrderStatus.FUNDED), "owner")
 
     @rule(supplier=st.sampled_from(SUPPLIERS), card=st.integers(0, BATCH_SIZE - 1))
     def redeliver_taken_card(self, supplier: str, card: int) -> None:
@@ -440,7 +531,7 @@ class EscrowMachine(RuleBasedStateMachine):
         if quantity > 1:  # pad with fresh-looking cards; ranges are checked in order, so `card` fails first
             ranges.append((BATCH_SIZE, quantity - 1))
         with pytest.raises(expected) as info:
-            self.escrows[supplier].deliver(order_id, batch, ranges)
+            self.escrows[supplier].deliver(order_id, batch, ranges, sealed_hash=SEALED)
         assert info.value.index == card
 
     @rule(pick=st.integers(0, 50), actor=st.sampled_from(("owner", "owner", "owner", *ACTORS)))
@@ -504,6 +595,89 @@ class EscrowMachine(RuleBasedStateMachine):
             assert order is not None
             order.status = OrderStatus.DISPUTED
             order.disputed_epoch = self.epoch
+            order.membership = False
+
+    @rule(pick=st.integers(0, 50), actor=st.sampled_from(("owner", "owner", "owner", *ACTORS)))
+    def dispute_membership(self, pick: int, actor: str) -> None:
+        """The buyer disputes that the delivered cards are in their batch at all."""
+        order_id = self.choose(pick, OrderStatus.DELIVERED)
+        actor = self.who(actor, order_id, "buyer")
+        expect = self.order_status_error(order_id, OrderStatus.DELIVERED)
+        order = self.orders.get(order_id)
+        if expect is None:
+            assert order is not None
+            if actor != order.buyer:
+                expect = Expect(errors.NotOrderBuyer)
+            elif self.window_passed(order):
+                expect = Expect(errors.DisputeWindowClosed)
+            else:
+                expect = Expect()
+        self.run(expect, lambda: self.escrows[actor].dispute_membership(order_id))
+        if expect.ok:
+            assert order is not None
+            order.status = OrderStatus.DISPUTED
+            order.disputed_epoch = self.epoch
+            order.membership = True
+            on_chain = self.escrows["stranger"].order(order_id)
+            assert on_chain.membership_dispute
+            assert on_chain.proven_count == len(self.proven[order.batch] & set(order.cards))
+
+    @rule(pick=st.integers(0, 50), actor=st.sampled_from(("owner", "owner", "owner", "stranger", "buyer")),
+          part=st.integers(0, 3), offset=st.integers(0, 50),
+          kind=st.sampled_from(("valid", "valid", "valid", "forged", "foreign")))
+    def prove(self, pick: int, actor: str, part: int, offset: int, kind: str) -> None:
+        """Someone (mostly the supplier) proves cards of a disputed order with a multiproof of the real batch:
+        all of them (`part` 0) or a slice, some maybe proven already; or a forged leaf (another serial:
+        InvalidDeliveryProof), or a card of the batch that is not in the order (CardNotInOrder)."""
+        order_id = self.choose(pick, OrderStatus.DISPUTED)
+        actor = self.who(actor, order_id, "supplier")
+        order = self.orders.get(order_id)
+        expect = self.order_status_error(order_id, OrderStatus.DISPUTED)
+        if order is None or not order.cards:
+            # Nothing to prove from: any card of a supplier batch (the status check comes first).
+            real = self.real[self.batches["supplier"]]
+            cards = [0]
+        else:
+            real = self.real[order.batch]
+            cards = list(order.cards)
+            if part:
+                start = offset % len(cards)
+                cards = (cards[start:] + cards[:start])[: max(1, len(cards) * part // 4)]
+        leaves = None
+        if kind == "foreign" and order is not None and order.cards:
+            outside = [c for c in range(BATCH_SIZE) if c not in order.cards]
+            cards = [*cards[:-1], outside[offset % len(outside)]]
+        elif kind == "forged":
+            leaves = list(real.leaves)
+            leaves[cards[0]] = forged(leaves[cards[0]], serial=leaves[cards[0]].serial ^ 1)
+        if expect is None:
+            assert order is not None
+            if not order.membership:
+                expect = Expect(errors.NotMembershipDispute)
+            elif self.deadline_passed(order):
+                expect = Expect(errors.DisputeDeadlinePassed)
+            elif kind == "foreign":
+                expect = Expect(errors.CardNotInOrder)
+            elif kind == "forged":
+                expect = Expect(errors.InvalidDeliveryProof)
+            else:
+                expect = Expect()
+        proven_cards, proof, flags = real.proven(cards, leaves)
+        receipt = self.run(expect, lambda: self.escrows[actor].prove_delivery(order_id, proven_cards, proof, flags))
+        if expect.ok:
+            assert order is not None and receipt is not None
+            self.proven[order.batch].update(cards)
+            done = all(c in self.proven[order.batch] for c in order.cards)
+            on_chain = self.escrows["stranger"].order(order_id)
+            assert on_chain.proven_count == len(self.proven[order.batch] & set(order.cards))
+            OUTCOMES[("prove", "settled" if done else "partly proven")] += 1
+            if done:
+                order.status = OrderStatus.RELEASED
+                predicted = self.settle_model(order)
+                settlement = self.escrows["stranger"]._settlement(receipt, "OrderReleased")
+                assert (settlement.revoked_cards, settlement.supplier_amount, settlement.fee,
+                        settlement.buyer_refund) == predicted
+                assert on_chain.status == OrderStatus.RELEASED
 
     @rule(pick=st.integers(0, 50), actor=st.sampled_from(("owner", "owner", "owner", *ACTORS)))
     def withdraw_dispute(self, pick: int, actor: str) -> None:
@@ -520,6 +694,7 @@ class EscrowMachine(RuleBasedStateMachine):
             settles = self.window_passed(order) or self.deadline_passed(order)
             assert withdrawal.settled == settles
             OUTCOMES[("withdraw_dispute", "settled" if settles else "delivered again")] += 1
+            order.membership = False  # a withdrawn membership claim refunds no unproven card
             if settles:
                 order.status = OrderStatus.RELEASED
                 predicted = self.settle_model(order)
@@ -697,4 +872,8 @@ def test_escrow_state_machine(chain_env: ChainEnv) -> None:
     assert OUTCOMES[("withdraw_dispute", "settled")], dict(OUTCOMES)
     assert OUTCOMES[("resolve", "DisputeDeadlinePassed")], dict(OUTCOMES)
     assert OUTCOMES[("settle", "redeemed cards of a revoked batch")], dict(OUTCOMES)  # no refund for used cards
+    assert OUTCOMES[("prove", "settled")] and OUTCOMES[("prove", "partly proven")], dict(OUTCOMES)
+    assert OUTCOMES[("settle", "membership, unproven cards refunded")], dict(OUTCOMES)
+    for refused in ("InvalidDeliveryProof", "CardNotInOrder", "NotMembershipDispute", "DisputeDeadlinePassed"):
+        assert OUTCOMES[("prove", refused)], (refused, dict(OUTCOMES))
     assert sum(n for (_, outcome), n in OUTCOMES.items() if outcome != "ok") > 50

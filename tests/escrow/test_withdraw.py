@@ -163,7 +163,7 @@ def test_blocklisted_fee_recipient_can_be_replaced(world: World) -> None:
 
 def _arm(world: World, fn_name: str, args: list[Any], swallow: bool) -> None:
     data = world.escrow().contract.encode_abi(fn_name, args=args)
-    world.token_tx("reent", "stranger", "arm", world.escrow_address, data, swallow)
+    world.token_tx("reent", "stranger", "arm", world.escrow_address, data, swallow, gas=1_000_000)
 
 
 def _reentry(world: World) -> tuple[bool, bool, bytes]:
@@ -183,8 +183,11 @@ def _calls(world: World, order_id: int) -> list[tuple[str, list[Any]]]:
         ("dispute", [order_id]),
         ("cancel", [order_id]),
         ("resolve", [order_id, 0, 0]),
-        ("deliver", [order_id, b"\0" * 32, [(0, 1)]]),
-        ("openOrder", [world.addr("supplier"), b"\0" * 32, 1, token, 1, deadline, WINDOW]),
+        ("deliver", [order_id, b"\0" * 32, [(0, 1)], b"\1" * 32]),
+        ("openOrder", [(world.addr("supplier"), 1, 0, 1, token, 1, deadline, WINDOW), b"\2" * 33]),
+        ("disputeMembership", [order_id]),
+        ("proveDelivery", [order_id, [(0, 1, 0, b"\0" * 32)], [], []]),
+        ("withdrawDispute", [order_id]),
         ("setFee", [0]),
     ]
 
@@ -193,18 +196,18 @@ def test_reentrancy_during_funding_reverts_the_order(world: World) -> None:
     before = (world.balance("buyer", "reent"), world.balance("escrow", "reent"))
     _arm(world, "withdraw", [world.tokens["reent"]], swallow=False)
     with pytest.raises(errors.ReentrancyGuardReentrantCall):
-        world.escrow("buyer").open_order(world.addr("supplier"), "X", 4, world.tokens["reent"], PRICE,
+        world.escrow("buyer").open_order(world.addr("supplier"), 1, 4, world.tokens["reent"], PRICE,
                                          world.env.now() + DAY, WINDOW, gas=800_000)
     assert (world.balance("buyer", "reent"), world.balance("escrow", "reent")) == before
     assert world.escrow().order_count() == 0
 
 
-@pytest.mark.parametrize("index", range(10))
+@pytest.mark.parametrize("index", range(13))
 def test_every_entry_point_is_guarded_during_funding(world: World, index: int) -> None:
     probe_id, _, _ = world.delivered_order(token="reent", quantity=2)
     fn_name, args = _calls(world, probe_id)[index]
     _arm(world, fn_name, args, swallow=True)
-    order_id = world.escrow("buyer2").open_order(world.addr("supplier"), "X", 4, world.tokens["reent"], PRICE,
+    order_id = world.escrow("buyer2").open_order(world.addr("supplier"), 1, 4, world.tokens["reent"], PRICE,
                                                  world.env.now() + DAY, WINDOW, gas=800_000)
     attempted, succeeded, result = _reentry(world)
     assert (attempted, succeeded, result) == (True, False, REENTRANT_SELECTOR), fn_name

@@ -22,7 +22,9 @@ from web3 import Web3
 
 from chain.artifacts import load_artifact
 from chain.escrow import MAX_UINT256, Escrow, Token
+from chain.registry import PLACEHOLDER_PRODUCT, ProductSpec
 from tests.chainkit import ChainEnv
+from tests.escrow.cards import RealBatch
 
 TOKENS = {
     "stable": ("TestStablecoin", ("Test USD", "tUSD")),
@@ -39,7 +41,7 @@ PRICE = 2_500_000  # 2.50
 WINDOW = 3_600
 DAY = 86_400
 RESOLUTION = 7 * DAY  # the escrow's default dispute resolution period
-GAS_DEPLOY = 6_000_000
+GAS_DEPLOY = 8_000_000
 
 
 def _deploy(client: Any, name: str, *args: Any) -> str:
@@ -57,6 +59,9 @@ def deploy_world(env: ChainEnv) -> dict[str, Any]:
         tokens[key] = _deploy(admin, artifact, *args, *extra)
     escrow_address = _deploy(admin, "CardEscrow", env.registry_address, admin.address, env.address("feeto"),
                              env.address("arbiter"))
+    # Register the placeholder product (id 1), which World.open orders and World.anchor anchors, with a batch.
+    env.registry("supplier").anchor_batch(bytes.fromhex(env.address("supplier")[2:]) + b"\xff" * 12, b"\x42" * 32,
+                                          1, b"\0" * 32)
     escrow = Escrow(admin, escrow_address)
     escrow.set_tokens_allowed(list(tokens.values()), True)
     escrow.set_fee(FEE_BPS)
@@ -114,22 +119,39 @@ class World:
         self._nonce += 1
         return bytes.fromhex(self.addr(who)[2:]) + self._nonce.to_bytes(12, "big")
 
-    def anchor(self, who: str = "supplier", count: int = 1024) -> bytes:
+    def anchor(self, who: str = "supplier", count: int = 1024, *, product: ProductSpec = PLACEHOLDER_PRODUCT,
+               expiry: int = 0) -> bytes:
         batch_id = self.batch_id(who)
-        self.env.registry(who).anchor_batch(batch_id, b"\x42" * 32, count, b"\0" * 32)
+        self.env.registry(who).anchor_batch(batch_id, b"\x42" * 32, count, b"\0" * 32, product, expiry)
         return batch_id
+
+    def anchor_real(self, count: int = 16, *, product: ProductSpec = PLACEHOLDER_PRODUCT, expiry: int = 0,
+                    seed: int = 0, who: str = "supplier") -> RealBatch:
+        """Anchor a real batch (tests/escrow/cards.py): leaves of `product` and `expiry`, their tree's root."""
+        return RealBatch.make(self.batch_id(who), count, product, expiry, seed=seed).anchor(self.env.registry(who))
+
+    def prove(self, order_id: int, batch: RealBatch, indices: list[int], who: str = "supplier") -> Any:
+        """proveDelivery of cards `indices` of `batch` with their multiproof."""
+        cards, proof, flags = batch.proven(indices)
+        return self.escrow(who).prove_delivery(order_id, cards, proof, flags)
+
+    def product_id(self, product: ProductSpec = PLACEHOLDER_PRODUCT) -> int:
+        """The registry id of ``product`` (0 when none of its batches was anchored)."""
+        return self.env.registry("admin").product_id_of(product)
 
     # ------------------------------------------------------------ orders
 
     def open(self, who: str = "buyer", *, token: str = "stable", quantity: int = 4, unit_price: int = PRICE,
              supplier: str = "supplier", deadline: int | None = None, window: int = WINDOW,
-             sku: str = "GAME-100", preflight: bool = True) -> int:
+             product_id: int = 1, min_expiry: int = 0, preflight: bool = True) -> int:
         deadline = deadline if deadline is not None else self.env.now() + DAY
-        return self.escrow(who).open_order(self.addr(supplier), sku, quantity, self.tokens[token], unit_price,
-                                           deadline, window, preflight=preflight)
+        return self.escrow(who).open_order(self.addr(supplier), product_id, quantity, self.tokens[token], unit_price,
+                                           deadline, window, min_expiry=min_expiry, preflight=preflight)
 
-    def deliver(self, order_id: int, batch_id: bytes, ranges: list[tuple[int, int]], who: str = "supplier") -> Any:
-        return self.escrow(who).deliver(order_id, batch_id, ranges)
+    def deliver(self, order_id: int, batch_id: bytes, ranges: list[tuple[int, int]], who: str = "supplier",
+                sealed_hash: bytes | None = None) -> Any:
+        sealed = sealed_hash or Web3.keccak(text=f"sealed delivery of order {order_id}")
+        return self.escrow(who).deliver(order_id, batch_id, ranges, sealed_hash=sealed)
 
     def delivered_order(self, who: str = "buyer", *, token: str = "stable", quantity: int = 4,
                         unit_price: int = PRICE, window: int = WINDOW, supplier: str = "supplier",

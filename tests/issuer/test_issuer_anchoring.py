@@ -7,7 +7,7 @@ import pytest
 from web3 import Web3
 
 from chain.errors import ChainUnreachable, ContractRevert
-from chain.registry import CardStatus
+from chain.registry import BATCH_ANCHORED_TOPIC, CardStatus, ProductSpec
 from issuer.anchoring import NotBatchIssuer, RootMismatch, anchor_batch
 from issuer.errors import BatchNotFound
 from issuer.lookup import find_card
@@ -15,7 +15,9 @@ from issuer.storage import repository as repo
 from tests.issuer.helpers import mint
 
 # A str topic: eth-tester matches no log when a filter mixes HexBytes and str topics.
-TOPIC = "0x" + bytes(Web3.keccak(text="BatchAnchored(bytes32,address,bytes32,uint256,bytes32)")).hex()
+TOPIC = "0x" + bytes(Web3.keccak(
+    text="BatchAnchored(bytes32,address,bytes32,uint256,bytes32,uint32,uint64)")).hex()
+assert TOPIC == BATCH_ANCHORED_TOPIC
 
 
 class SimulatedCrash(BaseException):
@@ -122,7 +124,9 @@ def test_anchored_on_chain_but_database_still_minted(issuer_env, sessions, maste
     res = mint(sessions, master_key, issuer_env.address, count=5)
     batch = state_of(sessions, res.batch_id)
     receipt = issuer_env.registry.anchor_batch(batch.batch_id_bytes, bytes.fromhex(res.root[2:]), 5,
-                                               bytes.fromhex(res.manifest_hash[2:]))
+                                               bytes.fromhex(res.manifest_hash[2:]),
+                                               ProductSpec.of(batch.sku, batch.face_value, batch.currency),
+                                               expiry=batch.expiry or 0)
     assert state_of(sessions, res.batch_id).state == "minted"
     out = anchor_batch(sessions, issuer_env.registry, res.batch_id)
     assert out.state == "anchored" and out.anchor_tx == "0x" + bytes(receipt["transactionHash"]).hex()

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from web3 import Web3
 
 from chain.escrow import CardRange, OrderStatus
 from issuer.escrow_acts import deliver_order, settle_escrow_acts, withdraw_credit
@@ -48,6 +49,11 @@ def rollback(world: World, snap) -> None:
     world.env.admin._next_nonce = None
 
 
+def sealed(order_id: int) -> bytes:
+    """A sealed delivery's hash (the escrow only checks that there is one)."""
+    return bytes(Web3.keccak(text=f"sealed delivery of order {order_id}"))
+
+
 def rows(sessions, kind):
     with sessions() as s:
         return list(s.scalars(sa.select(ChainAct).where(ChainAct.kind == kind).order_by(ChainAct.id)))
@@ -57,19 +63,19 @@ def test_rollback_past_a_delivery_then_deliver_again(world, sessions):
     order_id = world.open(quantity=4)
     batch_id = world.anchor(count=16)
     snap = world.env.snapshot()
-    first = deliver_order(sessions, supplier_escrow(world), order_id, batch_id, [(0, 4)])
+    first = deliver_order(sessions, supplier_escrow(world), order_id, batch_id, [(0, 4)], sealed(order_id))
     assert first.state == "final" and not first.already and first.tx_hash
     rollback(world, snap)
     escrow = supplier_escrow(world)
     assert escrow.order(order_id).status == OrderStatus.FUNDED  # the chain lost the delivery
-    again = deliver_order(sessions, escrow, order_id, batch_id, [(0, 4)])
+    again = deliver_order(sessions, escrow, order_id, batch_id, [(0, 4)], sealed(order_id))
     # Sent again (the same nonce and fees may well give the very same transaction hash).
     assert again.state == "final" and not again.already and again.tx_hash
     assert escrow.order(order_id).status == OrderStatus.DELIVERED
     assert escrow.delivery(order_id) == (batch_id, [CardRange(0, 4)])
     [act] = rows(sessions, "deliver")
     assert act.attempts == 2
-    done = deliver_order(sessions, escrow, order_id, batch_id, [(0, 4)])  # settles, sends nothing
+    done = deliver_order(sessions, escrow, order_id, batch_id, [(0, 4)], sealed(order_id))  # settles, sends nothing
     assert done.already and done.tx_hash == again.tx_hash and rows(sessions, "deliver")[0].attempts == 2
 
 
@@ -79,7 +85,7 @@ def test_delivery_mined_after_a_crash_is_settled_not_sent_twice(world, sessions,
     escrow = supplier_escrow(world)
     monkeypatch.setattr(escrow.client, "wait", die)
     with pytest.raises(SimulatedCrash):
-        deliver_order(sessions, escrow, order_id, batch_id, [(3, 2)])
+        deliver_order(sessions, escrow, order_id, batch_id, [(3, 2)], sealed(order_id))
     monkeypatch.undo()
     [act] = rows(sessions, "deliver")
     assert act.tx_hash and act.state in ("pending", "broadcast")
@@ -96,7 +102,7 @@ def test_rollback_past_a_delivery_is_repaired_by_settling(world, sessions):
     order_id = world.open(quantity=2)
     batch_id = world.anchor(count=8)
     snap = world.env.snapshot()
-    deliver_order(sessions, supplier_escrow(world), order_id, batch_id, [(0, 2)])
+    deliver_order(sessions, supplier_escrow(world), order_id, batch_id, [(0, 2)], sealed(order_id))
     rollback(world, snap)
     escrow = supplier_escrow(world)
     [(kind, status, detail)] = settle_escrow_acts(sessions, escrow)

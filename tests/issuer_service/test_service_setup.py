@@ -29,7 +29,10 @@ def test_import_builds_nothing(tmp_path):
            "CARDPROOF_ISSUER_SERVICE_REDEEM_RATE": "not a rate"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
                          check=True).stdout
-    assert json.loads(out) == ["/healthz", "/readyz", "/v1/cards/{serial}/redeem"]
+    assert json.loads(out) == ["/healthz", "/readyz", "/v1/cards/{serial}/redeem", "/v1/erp/mint-jobs",
+                               "/v1/erp/mint-jobs/{job_id}", "/v1/erp/orders", "/v1/erp/orders/{order_id}",
+                               "/v1/erp/revocations", "/v1/erp/stock", "/v1/erp/webhooks",
+                               "/v1/erp/webhooks/{delivery_id}/replay"]
     assert not home.exists()
 
 

@@ -53,7 +53,7 @@ def test_indexes_an_order_life_cycle(world, sessions):
     assert {r.contract for r in order_rows} == {"CardEscrow"}
     args = json.loads(opened.args)
     assert args["quantity"] == 3 and args["unitPrice"] == PRICE and args["amount"] == 3 * PRICE
-    assert args["buyer"] == world.addr("buyer") and args["sku"].startswith("0x" + b"GAME-100".hex())
+    assert args["buyer"] == world.addr("buyer") and args["productId"] == 1
     assert delivered.batch_id == "0x" + batch_id.hex()
     assert json.loads(delivered.args)["ranges"] == [{"start": 0, "length": 3}]
     assert json.loads(confirmed.args)["supplierAmount"] > 0
@@ -124,8 +124,8 @@ def test_reorg_rolls_back_orphaned_events(world, sessions, new_branch_longer):
     fork_point = env.admin.block_number()
     snap = env.snapshot()
 
-    orphan_id = world.open(quantity=4, sku="ORPHAN")
-    world.open(quantity=1, sku="ORPHAN-2")
+    orphan_id = world.open(quantity=4)
+    world.open(quantity=1)
     env.mine(2)
     indexer.run_once()
     orphans = rows(sessions, event="OrderOpened")
@@ -136,7 +136,7 @@ def test_reorg_rolls_back_orphaned_events(world, sessions, new_branch_longer):
     env.revert(snap)
     env.admin._next_nonce = None
     assert env.admin.block_number() == fork_point
-    new_id = world.open(quantity=2, unit_price=PRICE * 2, sku="CANONICAL")
+    new_id = world.open(quantity=2, unit_price=PRICE * 2)
     if new_branch_longer:
         env.mine(5)
     assert (env.admin.block_number() > old_head) == new_branch_longer

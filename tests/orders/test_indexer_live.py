@@ -40,7 +40,10 @@ def anvil(tmp_path_factory):
         w3 = http_web3(node.url)
         admin = ChainClient(w3, dev_account_for(w3, node.chain_id), backend="anvil", poll_interval=0.01)
         platform = deploy_platform(admin, home)
-        Registry(admin, platform.registry.address).grant_issuer(admin.address)
+        registry = Registry(admin, platform.registry.address)
+        registry.grant_issuer(admin.address)
+        # A product exists once a batch of it is anchored: product 1, which the orders below buy.
+        registry.anchor_batch(bytes.fromhex(admin.address[2:]) + b"\x01" * 12, b"\x42" * 32, 1, b"\0" * 32)
         faucet(admin, platform.stablecoin.address, admin.address, 10**12)
         Escrow(admin, platform.escrow.address).approve(platform.stablecoin.address)
         yield admin, home, platform
@@ -57,7 +60,7 @@ def _open(admin: ChainClient, platform, quantity: int) -> int:
     escrow = Escrow(admin, platform.escrow.address)
     now = int(admin.w3.eth.get_block("latest")["timestamp"])
     admin._next_nonce = None
-    return escrow.open_order(admin.address, "SKU", quantity, platform.stablecoin.address, 1_000_000, now + DAY, 3600)
+    return escrow.open_order(admin.address, 1, quantity, platform.stablecoin.address, 1_000_000, now + DAY, 3600)
 
 
 @pytest.mark.anvil

@@ -23,7 +23,7 @@ from chain.client import ChainClient, dev_account_for, new_in_process_web3
 from chain.errors import ChainUnreachable
 from chain.escrow import MAX_UINT256, Escrow, faucet
 from chain.platform import deploy_platform
-from chain.registry import Registry
+from chain.registry import ProductSpec, Registry
 from chain.settings import get_settings
 from verify_api.indexer import Indexer, followed_contracts
 from verify_api.storage.db import open_public_database
@@ -90,17 +90,17 @@ def build_orders(w: OrdersWorld) -> None:
     b_escrow = Escrow(w.buyer, w.escrow.address)
     now = int(w.admin.w3.eth.get_block("latest")["timestamp"])
     batch_id = bytes.fromhex(w.admin.address[2:]) + (1).to_bytes(12, "big")
-    w.registry.anchor_batch(batch_id, b"\x42" * 32, 100, b"\0" * 32)
+    w.registry.anchor_batch(batch_id, b"\x42" * 32, 100, b"\0" * 32, ProductSpec.of("GAME-10", 1000, "USD"))
     w.ids["batch"] = batch_id  # type: ignore[assignment]
     next_card = iter(range(0, 100, 2))
 
     def open_(name: str, deadline: int = 86_400, window: int = HOUR) -> int:
-        oid = b_escrow.open_order(w.admin.address, "GAME-10", 2, w.coin, PRICE, now + deadline, window)
+        oid = b_escrow.open_order(w.admin.address, 1, 2, w.coin, PRICE, now + deadline, window)  # the batch's product
         w.ids[name] = oid
         return oid
 
     def deliver(oid: int) -> None:
-        w.escrow.deliver(oid, batch_id, [(next(next_card), 2)])
+        w.escrow.deliver(oid, batch_id, [(next(next_card), 2)], sealed_hash=bytes([oid]) * 32)
 
     open_("funded")
     deliver(open_("delivered", window=30 * 86_400))
@@ -147,8 +147,11 @@ def test_confirmed_order_with_timeline_amounts_and_transactions(api, ow):
     assert body["unit_price"] == {"amount": "9.50", "units": "9500000", "symbol": "tUSD"}
     assert body["amount"]["amount"] == "19.00"
     assert body["delivery"]["batch_id"] == "0x" + ow.ids["batch"].hex()
-    assert steps(body) == ["opened", "funded", "delivered", "confirmed"]
-    opened, funded, delivered, confirmed = body["timeline"]
+    # The card revoked before the buyer confirmed shows as an informational "revoked" step.
+    assert steps(body) == ["opened", "funded", "delivered", "revoked", "confirmed"]
+    opened, funded, delivered, revoked, confirmed = body["timeline"]
+    assert revoked["informational"] is True and revoked["contract"] == "CardRegistry"
+    assert revoked["details"]["cards"] == 1 and revoked["details"]["phase"] == "while_order_open"
     assert opened["tx"] == funded["tx"] and opened["details"]["quantity"] == 2
     assert opened["amounts"]["unit_price"]["amount"] == "9.50" and funded["amounts"]["amount"]["amount"] == "19.00"
     assert delivered["details"]["cards"] == 2 and delivered["details"]["batch_id"] == body["delivery"]["batch_id"]
@@ -195,7 +198,8 @@ def test_every_status_has_its_timeline(api, ow, name, expected):
 
 def test_an_order_the_indexer_has_not_seen_says_so(api, ow):
     body = api.get(f"/v1/orders/{ow.ids['unindexed']}").json()
-    assert body["status"] == "funded" and body["timeline"] == [] and body["sku"] is None
+    # The indexer has not seen it, but the product is read from the chain.
+    assert body["status"] == "funded" and body["timeline"] == [] and body["sku"] == "GAME-10"
     idx = body["indexer"]
     assert idx["complete"] is False and idx["missing"] == ["opened", "funded"]
     assert idx["behind"] >= 1 and idx["chain_block"] == idx["indexed_block"] + idx["behind"]
@@ -240,6 +244,7 @@ class _Flaky:
         self.down = False
         self.client = escrow.client
         self.address = escrow.address
+        self.registry_address = escrow.registry_address
 
     def order(self, *args):
         if self.down:
@@ -287,7 +292,7 @@ def test_order_page_in_english(api, ow):
     assert '<html lang="en" dir="ltr">' in html
     assert 'data-status="confirmed"' in html and "Completed" in html and f"Order #{oid}" in html
     assert "19.00 tUSD" in html and "9.50 tUSD" in html and "9.405 tUSD" in html
-    assert re.findall(r'data-step="(\w+)"', html) == ["opened", "funded", "delivered", "confirmed"]
+    assert re.findall(r'data-step="(\w+)"', html) == ["opened", "funded", "delivered", "revoked", "confirmed"]
     body = api.get(f"/v1/orders/{oid}").json()
     for s in body["timeline"]:
         assert f'href="{EXPLORER}/tx/{s["tx"]}"' in html

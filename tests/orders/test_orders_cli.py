@@ -32,12 +32,16 @@ class Platform:
     def supplier(self) -> str:
         return self.admin.address
 
+    cli: Any = None
+
     def batch(self, cards: int = 100) -> str:
+        """A batch of real cards of the orders' product (GAME-10, 10.00 USD), minted and anchored by the supplier."""
         self._batches += 1
-        batch_id = bytes.fromhex(self.supplier[2:]) + self._batches.to_bytes(12, "big")
+        minted = self.cli.ok("mint", "--sku", "GAME-10", "--face-value", "10.00", "--currency", "USD", "--count",
+                             cards, "--json").json
+        self.cli.ok("anchor", minted["batch_id"])
         self.admin._next_nonce = None
-        self.registry.anchor_batch(batch_id, b"\x42" * 32, cards, b"\0" * 32)
-        return "0x" + batch_id.hex()
+        return minted["batch_id"]
 
     def now(self) -> int:
         return int(self.admin.w3.eth.get_block("latest")["timestamp"])
@@ -63,14 +67,17 @@ def platform(cli) -> Platform:
     faucet = cli.ok("faucet", buyer, "100", "--json").json
     assert faucet["amount"] == {"amount": "100.00", "units": "100000000", "symbol": "tUSD"}
     assert faucet["balance"]["amount"] == "100.00" and faucet["token"]["decimals"] == 6
-    return Platform(admin, buyer, arbiter, Registry.deployed(admin, cli.home), escrow,
-                    stablecoin_address(admin, cli.home), tester)
+    p = Platform(admin, buyer, arbiter, Registry.deployed(admin, cli.home), escrow,
+                 stablecoin_address(admin, cli.home), tester, cli=cli)
+    p.batch(cards=1)  # registers the product on chain (a product exists once a batch of it is anchored)
+    return p
 
 
 def open_order(cli, p: Platform, *extra: str, quantity: int = 2, price: str = "9.50") -> dict:
     cli.act_as(BUYER_KEY)
     try:
-        return cli.ok("order", "open", "--supplier", p.supplier, "--sku", "GAME-10", "--quantity", quantity,
+        return cli.ok("order", "open", "--supplier", p.supplier, "--sku", "GAME-10", "--face-value", "10.00",
+                      "--currency", "USD", "--quantity", quantity,
                       "--unit-price", price, *extra, "--json").json
     finally:
         cli.act_as(None)
@@ -89,16 +96,19 @@ def test_open_deliver_confirm_withdraw(cli, platform):
     opened = open_order(cli, p)
     order = opened["order"]
     assert opened["order_id"] == 1 and opened["permit"] is False and opened["approve_tx"].startswith("0x")
-    assert opened["tx"].startswith("0x") and opened["sku"] == "GAME-10"
+    assert opened["tx"].startswith("0x") and opened["sku"] == "GAME-10" and opened["product_id"] == 1
     assert order["status"] == "funded" and order["buyer"] == p.buyer and order["supplier"] == p.supplier
     assert order["quantity"] == 2 and order["unit_price"]["amount"] == "9.50" and order["amount"]["units"] == "19000000"
     assert order["dispute_window"] == 86_400 and order["delivery_deadline"] - p.now() <= 3 * 86_400
     assert p.balance(p.buyer) == 81_000_000
 
     batch = p.batch()
-    delivered = cli.ok("order", "deliver", "1", "--batch", batch, "--range", "0:1", "--range", "10:1", "--json").json
+    delivered = cli.ok("order", "deliver", "1", "--batch", batch, "--range", "0:1", "--range", "10:1",
+                       "--no-upload", "--json").json
     assert delivered == {"order_id": 1, "tx": delivered["tx"], "status": "delivered", "batch_id": batch,
-                         "ranges": [{"start": 0, "length": 1}, {"start": 10, "length": 1}]}
+                         "ranges": [{"start": 0, "length": 1}, {"start": 10, "length": 1}],
+                         "sealed_hash": "0x" + p.escrow.order(1).sealed_hash.hex(), "uploaded": False,
+                         "upload_error": None}
     shown = cli.ok("order", "show", "1", "--json").json
     assert shown["status"] == "delivered" and shown["delivery"]["batch_id"] == batch
     assert shown["dispute_window_end"] == shown["delivered_at"] + 86_400
@@ -180,6 +190,10 @@ BAD_OPEN = [
     (("--supplier", "0x" + "12" * 20), "SupplierNotIssuer"),
     (("--sku", "X" * 33), "32 ASCII"),
     (("--sku", "café"), "32 ASCII"),
+    (("--sku", "OTHER"), "no such product"),
+    (("--face-value", "1.00"), "no such product"),
+    (("--currency", "EUR"), "no such product"),
+    (("--face-value", "10.001"), "more decimals"),
     (("--unit-price", "1000"), "ERC20InsufficientBalance"),
     (("--token", "0x" + "34" * 20), "not an ERC-20"),
     (("--token", "nope"), "not an address"),
@@ -190,8 +204,8 @@ def test_open_rejects_bad_input_in_one_line(cli, platform):
     p = platform
     cli.act_as(BUYER_KEY)
     for (option, value), match in BAD_OPEN:
-        args = {"--supplier": p.supplier, "--sku": "GAME-10", "--quantity": "2", "--unit-price": "9.50",
-                option: value}
+        args = {"--supplier": p.supplier, "--sku": "GAME-10", "--face-value": "10.00", "--currency": "USD",
+                "--quantity": "2", "--unit-price": "9.50", option: value}
         cli.fails("order", "open", *[x for kv in args.items() for x in kv], match=match)
     cli.act_as(None)
     assert p.escrow.order_count() == 0

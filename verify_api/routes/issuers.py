@@ -1,4 +1,9 @@
-"""/v1/issuers/{address}: an issuer's public track record."""
+"""/v1/issuers/{address}: an issuer's public track record.
+
+``track_record`` (verify_api/registry_acts.py) says, in plain words, what the issuer did to the cards it sold
+through the escrow: the issuer runs redemption, so it can mark a sold card redeemed or revoke it, and every
+such act is counted here from the indexed chain events.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from web3 import Web3
 
@@ -24,7 +30,37 @@ _cache: dict[tuple[str, str], tuple[float, dict]] = {}
 _cache_lock = threading.Lock()
 
 
-@router.get("/{address}", response_model=IssuerAnswer,
+class TrackRecord(BaseModel):
+    """The issuer's cards delivered in escrow orders, and what the issuer did to them afterwards."""
+
+    orders: int | None = Field(description="Escrow orders the issuer delivered cards in.")
+    cards_sold: int | None = Field(description="The issuer's cards delivered in escrow orders (open or settled).")
+    revoked_in_open_orders: int | None = Field(
+        description="Delivered cards the issuer revoked while their order was open (after delivery, before the "
+                    "buyer confirmed, the release or a ruling). The escrow refunds them to the buyer at settlement.")
+    redeemed_in_open_orders: int | None = Field(
+        description="Delivered cards the issuer marked redeemed while their order was open: suspicious, the buyer "
+                    "had not accepted them yet and the escrow pays the supplier for redeemed cards.")
+    revoked_after_sale: int | None = Field(
+        description="Delivered cards the issuer revoked after their order settled: a refund risk, the supplier "
+                    "was paid already and the escrow no longer refunds the buyer.")
+    redeemed_after_sale: int | None = Field(
+        description="Delivered cards marked redeemed after their order settled: normal use (the buyer, or whoever "
+                    "got the card, redeemed it), not a warning sign.")
+    source: str = Field(description='Always "chain events": the registry\'s and the escrow\'s events as indexed.')
+    chain_id: int | None
+    indexed_to_block: int | None = Field(
+        description="Events are counted up to this block; None (and every count None) when nothing is indexed.")
+
+
+class IssuerAnswerWithRecord(IssuerAnswer):
+    track_record: TrackRecord = Field(
+        description="What the issuer did to the cards it sold in escrow orders. Each card counts once per kind "
+                    "(revoked, redeemed), in the phase of its first such act; acts on cards never delivered in an "
+                    "order are not counted.")
+
+
+@router.get("/{address}", response_model=IssuerAnswerWithRecord,
             responses={**ERRORS, 404: {"model": ErrorBody, "description": "No batches from this issuer."}},
             summary="An issuer's public track record: batches, cards, revocations, redemptions")
 async def get_issuer(address: Annotated[str, Path(max_length=64, description="0x address")],
@@ -53,8 +89,24 @@ def _issuer(deps, address: str) -> dict:
     record["on_chain"] = {"has_role": has_role, **_on_chain_counts(deps, address, anchored)}
     record["revoked_cards"] = record["on_chain"]["revoked_cards"]
     record["redeemed_cards"] = record["on_chain"]["redeemed_cards"]
-    record["chain"] = deps.chain.status().to_json()
+    status = deps.chain.status()
+    record["chain"] = status.to_json()
+    record["track_record"] = _track_record(deps, status.chain_id, address)
     return record
+
+
+def _track_record(deps, chain_id: int | None, address: str) -> dict:
+    """From the indexed events of the chain the API reads (else the one chain indexed, if only one is)."""
+    from sqlalchemy import select
+
+    from verify_api.registry_acts import track_record
+    from verify_api.storage.index_models import IndexCursor
+
+    with deps.sessions() as session:
+        if chain_id is None:
+            ids = session.execute(select(IndexCursor.chain_id).limit(2)).scalars().all()
+            chain_id = ids[0] if len(ids) == 1 else None
+        return track_record(session, chain_id, address)
 
 
 def _on_chain_counts(deps, address: str, anchored: list) -> dict:

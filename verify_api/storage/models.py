@@ -30,7 +30,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from issuer.storage.types import NAMING_CONVENTION, UTCDateTime, utcnow
 
-__all__ = ["PublicBase", "PubBatch", "PubCard", "PubTile", "PubMeta", "MODEL_MODULES", "import_all_models"]
+__all__ = ["PublicBase", "PubBatch", "PubCard", "PubTile", "PubMeta", "PubSealedDelivery", "MODEL_MODULES",
+           "import_all_models"]
 
 
 class PublicBase(DeclarativeBase):
@@ -112,3 +113,25 @@ class PubMeta(PublicBase):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class PubSealedDelivery(PublicBase):
+    """The sealed delivery of an escrow order, kept for its buyer (and, with the buyer's evidence key, an arbiter).
+
+    Ciphertext only: the service holds no key that opens it. It is stored only when its keccak256 is the sealed
+    hash the escrow recorded with the delivery (``verify_api.sealed_store``), so nobody but the delivering supplier
+    can put a blob here, and a stored blob can be checked against the chain by anyone who fetches it.
+    """
+
+    __tablename__ = "pub_sealed_deliveries"
+    __table_args__ = (PrimaryKeyConstraint("chain_id", "escrow", "order_id"),)
+
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    #: The escrow contract (EIP-55).
+    escrow: Mapped[str] = mapped_column(String(42))
+    #: Decimal order id (uint256).
+    order_id: Mapped[str] = mapped_column(String(78))
+    #: ``0x`` + 64 hex: keccak256 of ``blob``, equal to the escrow's record.
+    sealed_hash: Mapped[str] = mapped_column(String(66))
+    blob: Mapped[bytes] = mapped_column(LargeBinary)
+    stored_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
