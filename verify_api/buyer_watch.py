@@ -34,7 +34,6 @@ from hexbytes import HexBytes
 
 from chain.errors import CardproofError, ChainError
 from chain.escrow import OrderStatus
-from chain.events import read_events
 from issuer.core.errors import CoreError, InvalidSealedDelivery
 from issuer.core.sealed import evidence_key, open_sealed, sealed_hash
 from verify_api.delivery_check import DeliveryReport, check_delivery
@@ -136,7 +135,6 @@ class BuyerWatcher:
             state_path = default_state_path(get_settings().home, self.client.chain_id, escrow.address, self.buyer)
         self.state_path = Path(state_path)
         self._http = httpx.Client(timeout=http_timeout)
-        self._abi = escrow.contract.abi
         self._lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._errors: dict[int, str] = {}  # the last error said of an order (said once)
@@ -187,15 +185,17 @@ class BuyerWatcher:
         start = max(self._from_block, self.cursor - self.reorg_depth)
         if head < start:
             return
-        events = read_events(self.client, [(self.escrow.address, self._abi)], start, head,
-                             names=("OrderOpened", "OrderDelivered"))
-        me = self.buyer.lower()
-        for e in events:
-            oid = int(e.args["orderId"])
-            if e.name == "OrderOpened" and str(e.args["buyer"]).lower() == me:
-                self.mine[oid] = int(e.args.get("minExpiry", 0))
-            elif e.name == "OrderDelivered" and oid in self.mine and oid not in self.handled:
-                self.ready.add(oid)
+        # Only this buyer's logs: OrderOpened filtered on its indexed buyer, OrderDelivered on its indexed order ids
+        # (the node filters, so a pass costs the same however many other buyers use the escrow).
+        events = self.escrow.contract.events
+        for log in guard(lambda: events.OrderOpened().get_logs(from_block=start, to_block=head,
+                                                               argument_filters={"buyer": self.buyer})):
+            self.mine[int(log["args"]["orderId"])] = int(log["args"].get("minExpiry", 0))
+        waiting = sorted(oid for oid in self.mine if oid not in self.handled)
+        if waiting:
+            for log in guard(lambda: events.OrderDelivered().get_logs(from_block=start, to_block=head,
+                                                                      argument_filters={"orderId": waiting})):
+                self.ready.add(int(log["args"]["orderId"]))
         changed = self.cursor != head + 1
         self.cursor = head + 1
         if changed:
