@@ -103,7 +103,17 @@ def http_web3(url: str, timeout: float | None = None, *, settings: Settings | No
     """A Web3 on the node at `url` with the RPC policy of `settings` (the environment by default): one timeout
     (`timeout` overrides CARDPROOF_RPC_TIMEOUT), bounded retries, the node's circuit breaker (chain/rpc.py)."""
     policy = RpcPolicy.from_settings(settings or get_settings(), timeout)
-    return Web3(GuardedHTTPProvider(url, policy))
+    w3 = Web3(GuardedHTTPProvider(url, policy))
+    # Two of web3's default middlewares cost more than they give here: "validation" asks the node for its chain id
+    # before every call and transaction (a quarter of a busy client's time; our transactions are signed for the
+    # chain id read once at connect, which the node checks anyway), and "ens_name_to_address" inspects every
+    # argument for ENS names, which cardproof never uses.
+    for name in ("validation", "ens_name_to_address"):
+        try:
+            w3.middleware_onion.remove(name)
+        except ValueError:
+            pass
+    return w3
 
 
 def resolve_rpc(settings: Settings) -> str:

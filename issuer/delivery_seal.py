@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -126,6 +127,23 @@ def seal_order_delivery(sessions: sessionmaker[Session], master_key: MasterKey, 
     return SealedBlob(blob, digest, False)
 
 
+_http: Any = None
+_http_lock = threading.Lock()
+
+
+def _http_client() -> Any:
+    """One pooled HTTP client for every upload of this process (a client per request would build a TLS context
+    each time: most of a busy node's CPU)."""
+    global _http
+    if _http is None:
+        import httpx
+
+        with _http_lock:
+            if _http is None:
+                _http = httpx.Client(follow_redirects=False)
+    return _http
+
+
 def upload_sealed(sessions: sessionmaker[Session], public_url: str, *, chain_id: int, escrow: str,
                   order_id: int, timeout: float = 30.0) -> Any:
     """PUT the stored sealed delivery of the order to the public service; records when it was taken."""
@@ -138,7 +156,8 @@ def upload_sealed(sessions: sessionmaker[Session], public_url: str, *, chain_id:
         blob = bytes(row.blob)
     url = f"{public_url.rstrip('/')}/v1/orders/{order_id}/delivery"
     try:
-        resp = httpx.put(url, content=blob, headers={"content-type": "application/octet-stream"}, timeout=timeout)
+        resp = _http_client().put(url, content=blob, headers={"content-type": "application/octet-stream"},
+                                  timeout=timeout)
     except httpx.HTTPError as exc:
         raise UploadFailed(f"cannot reach {url}: {type(exc).__name__}") from None
     if resp.status_code not in (200, 201):

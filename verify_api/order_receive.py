@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,22 @@ def _delivered_order(escrow: Any, order_id: int) -> Any:
     return order
 
 
+_http: Any = None
+_http_lock = threading.Lock()
+
+
+def _http_client() -> Any:
+    """One pooled HTTP client for the process (a client per request builds a TLS context each time)."""
+    global _http
+    if _http is None:
+        import httpx
+
+        with _http_lock:
+            if _http is None:
+                _http = httpx.Client(follow_redirects=False)
+    return _http
+
+
 def fetch_sealed(escrow: Any, order_id: int, *, public_url: str | None = None, path: Path | None = None,
                  timeout: float = 60.0) -> tuple[Any, bytes]:
     """(the order, its sealed blob), the blob read from ``path`` or fetched from ``public_url``, and refused unless
@@ -75,7 +92,7 @@ def fetch_sealed(escrow: Any, order_id: int, *, public_url: str | None = None, p
 
         url = f"{(public_url or '').rstrip('/')}/v1/orders/{order_id}/delivery"
         try:
-            resp = httpx.get(url, timeout=timeout)
+            resp = _http_client().get(url, timeout=timeout)
         except httpx.HTTPError as exc:
             raise ReceiveError(f"cannot reach {url}: {type(exc).__name__}") from None
         if resp.status_code == 404:

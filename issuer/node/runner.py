@@ -94,6 +94,7 @@ class SupplierNode:
         self._not_before: dict[int, float] = {}
         self._backoff: dict[int, float] = {}
         self._recent: dict[int, int] = {}  # row id -> block when delivered (rechecked until reorg_depth deep)
+        self._rechecked_at = -1  # the head block of the last recheck
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -229,6 +230,9 @@ class SupplierNode:
         if not self._recent:
             return
         head = self.escrow.client.block_number()
+        if head == self._rechecked_at:
+            return  # nothing new on chain since the last recheck: once per block is enough
+        self._rechecked_at = head
         for row_id, block in list(self._recent.items()):
             if head - block > self.config.reorg_depth:
                 self._recent.pop(row_id, None)
