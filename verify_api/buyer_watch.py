@@ -35,9 +35,9 @@ from hexbytes import HexBytes
 from chain.errors import CardproofError, ChainError
 from chain.escrow import OrderStatus
 from issuer.core.errors import CoreError, InvalidSealedDelivery
-from issuer.core.sealed import evidence_key, open_sealed, sealed_hash
+from issuer.core.sealed import evidence_key, open_sealed
 from verify_api.delivery_check import DeliveryReport, check_delivery
-from verify_api.order_receive import ReceiveError, write_cards_csv
+from verify_api.order_receive import download_sealed, write_cards_csv
 
 __all__ = ["BuyerWatcher", "WatchResult", "default_state_path", "membership_failure"]
 
@@ -285,21 +285,9 @@ class BuyerWatcher:
             self._errors.pop(order_id, None)
 
     def _fetch(self, order_id: int, recorded: bytes) -> bytes:
-        import httpx
-
-        url = f"{self.public_url}/v1/orders/{order_id}/delivery"
-        try:
-            resp = self._http.get(url)
-        except httpx.HTTPError as exc:
-            raise ReceiveError(f"cannot reach {url}: {type(exc).__name__}") from None
-        if resp.status_code == 404:
+        blob = download_sealed(self.public_url, order_id, recorded, http=self._http)
+        if blob is None:
             raise _NotYet()
-        if resp.status_code != 200:
-            raise ReceiveError(f"{url} answered HTTP {resp.status_code}")
-        blob = resp.content
-        if sealed_hash(blob) != recorded:
-            raise ReceiveError(f"the sealed delivery from {url} hashes to 0x{sealed_hash(blob).hex()}, but the "
-                               f"escrow recorded 0x{recorded.hex()}: it is not the delivery of order {order_id}")
         return blob
 
     def _prepare(self, order_id: int) -> tuple[WatchResult, str | None]:

@@ -76,6 +76,34 @@ def _http_client() -> Any:
     return _http
 
 
+def download_sealed(public_url: str | None, order_id: int, recorded: bytes, *, http: Any = None,
+                    timeout: float | None = None) -> bytes | None:
+    """The order's sealed blob from the public service, refused unless its keccak256 is ``recorded`` (the escrow's
+    record); None when the service has none yet (404). ``http``: an httpx client (default: the process's pooled
+    one); ``timeout``: seconds (default: the client's)."""
+    import httpx
+
+    url = f"{(public_url or '').rstrip('/')}/v1/orders/{order_id}/delivery"
+    try:
+        client = http or _http_client()
+        resp = client.get(url) if timeout is None else client.get(url, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise ReceiveError(f"cannot reach {url}: {type(exc).__name__}") from None
+    if resp.status_code == 404:
+        return None
+    if resp.status_code != 200:
+        raise ReceiveError(f"{url} answered HTTP {resp.status_code}")
+    return _matching(resp.content, recorded, url, order_id)
+
+
+def _matching(blob: bytes, recorded: bytes, where: str, order_id: int) -> bytes:
+    digest = sealed_hash(blob)
+    if digest != recorded:
+        raise ReceiveError(f"the sealed delivery from {where} hashes to 0x{digest.hex()}, but the escrow recorded "
+                           f"0x{recorded.hex()}: it is not the delivery of order {order_id}")
+    return blob
+
+
 def fetch_sealed(escrow: Any, order_id: int, *, public_url: str | None = None, path: Path | None = None,
                  timeout: float = 60.0) -> tuple[Any, bytes]:
     """(the order, its sealed blob), the blob read from ``path`` or fetched from ``public_url``, and refused unless
@@ -86,25 +114,11 @@ def fetch_sealed(escrow: Any, order_id: int, *, public_url: str | None = None, p
             blob = Path(path).read_bytes()
         except OSError as exc:
             raise ReceiveError(f"cannot read {path}: {exc.strerror}") from None
-        where = str(path)
-    else:
-        import httpx
-
-        url = f"{(public_url or '').rstrip('/')}/v1/orders/{order_id}/delivery"
-        try:
-            resp = _http_client().get(url, timeout=timeout)
-        except httpx.HTTPError as exc:
-            raise ReceiveError(f"cannot reach {url}: {type(exc).__name__}") from None
-        if resp.status_code == 404:
-            raise ReceiveError(f"the public service has no sealed delivery of order {order_id} yet (the supplier "
-                               "uploads it with `cardproof order upload`)")
-        if resp.status_code != 200:
-            raise ReceiveError(f"{url} answered HTTP {resp.status_code}")
-        blob, where = resp.content, url
-    digest = sealed_hash(blob)
-    if digest != order.sealed_hash:
-        raise ReceiveError(f"the sealed delivery from {where} hashes to 0x{digest.hex()}, but the escrow recorded "
-                           f"0x{order.sealed_hash.hex()}: it is not the delivery of order {order_id}")
+        return order, _matching(blob, order.sealed_hash, str(path), order_id)
+    blob = download_sealed(public_url, order_id, order.sealed_hash, timeout=timeout)
+    if blob is None:
+        raise ReceiveError(f"the public service has no sealed delivery of order {order_id} yet (the supplier "
+                           "uploads it with `cardproof order upload`)")
     return order, blob
 
 
