@@ -1,20 +1,30 @@
-"""`cardproof chain up|down|status` and `cardproof deploy`: thin layers over chain.local_node / deployments."""
+"""`cardproof chain up|down|status` and `cardproof deploy`: thin layers over chain.local_node / deployments.
+
+Imports stay light (typer, the standard library): web3 and the client load inside the commands that use them, so
+`cardproof --help` answers at once.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from chain import local_node
 from chain.cli_output import emit_json, say
-from chain.client import connect
-from chain.platform import deploy_platform
-from chain.settings import get_settings
+
+if TYPE_CHECKING:
+    from chain.settings import Settings
 
 chain_app = typer.Typer(help="Manage the local anvil chain for this CARDPROOF_HOME.", no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+def get_settings() -> Settings:  # pydantic loads when a command runs, not for --help
+    from chain.settings import get_settings as _get_settings
+
+    return _get_settings()
 
 
 @chain_app.command("up")
@@ -63,15 +73,19 @@ def chain_status(json_out: JsonOpt = False) -> None:
 def deploy_command(arbiter: Annotated[str | None, typer.Option(
                        help="The escrow's first arbiter (default: the deploying account).")] = None,
                    json_out: JsonOpt = False) -> None:
-    """Deploy the CardRegistry (and, on dev chains, a test stablecoin and the CardEscrow with an arbiter); idempotent."""
+    """Deploy the CardRegistry (and, on dev chains, a test stablecoin and the CardEscrow with an arbiter);
+    idempotent: exit 0, "already deployed", when it is live."""
     from web3 import Web3
 
+    from chain.client import connect
     from chain.errors import ConfigError
+    from chain.platform import deploy_platform
 
     body = (arbiter or "")[2:]
     if arbiter is not None and not (Web3.is_address(arbiter) and (body == body.lower() or body == body.upper()
                                                                  or Web3.is_checksum_address(arbiter))):
-        raise ConfigError(f"--arbiter: {arbiter!r} is not an address (0x + 40 hex digits, EIP-55 checksum if mixed case)")
+        raise ConfigError(f"--arbiter: {arbiter!r} is not an address (0x + 40 hex digits, EIP-55 checksum if mixed "
+                          "case)")
     settings = get_settings()
     client = connect(settings)
     platform = deploy_platform(client, settings.home, arbiter=Web3.to_checksum_address(arbiter) if arbiter else None)

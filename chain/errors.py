@@ -4,12 +4,19 @@ Every error cardproof raises derives from :class:`CardproofError`, whose ``str()
 user (the CLI prints it as it is). Contract reverts are decoded into subclasses of
 :class:`ContractRevert`, one per Solidity custom error, with the error's parameters as snake_case
 attributes: callers never see an exception specific to eth-tester or to a JSON-RPC node.
+
+Messages are for people: a parameter that is a time shows as a date (``2026-12-02 07:10 UTC``), a duration in
+units (``1h``, ``30d``), an order status by name (``delivered``), and the errors people meet most (a dispute
+window or delivery deadline out of range, an order in the wrong status) say what is allowed in those units.
+The raw integers stay in ``params`` and as attributes.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any, ClassVar
+
+from chain.humanize import format_duration, format_time, status_name
 
 
 class CardproofError(Exception):
@@ -146,6 +153,10 @@ class ContractRevert(TransactionReverted):
     code = "contract_revert"
     #: Solidity error name -> Python class, filled by __init_subclass__.
     by_name: ClassVar[dict[str, type[ContractRevert]]] = {}
+    #: Parameters (snake_case) shown as dates, as durations, as order status names in the message.
+    times: ClassVar[frozenset[str]] = frozenset()
+    durations: ClassVar[frozenset[str]] = frozenset()
+    statuses: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -157,12 +168,33 @@ class ContractRevert(TransactionReverted):
         self.params = {_snake(k): v for k, v in params.items()}
         for key, value in self.params.items():
             setattr(self, key, value)
-        args = ", ".join(f"{k}={_show(v)}" for k, v in self.params.items())
+        args = ", ".join(f"{k}={self.show_param(k, v)}" for k, v in self.params.items())
         summary = (type(self).__doc__ or "").strip().splitlines()[0] if type(self).__doc__ else ""
         text = f"{self.error_name}({args})"
-        if type(self) is not ContractRevert and summary:
+        try:
+            explained = self.explain()
+        except (KeyError, TypeError, ValueError):  # parameters other than the contract's: the generic message
+            explained = None
+        if explained:
+            text = f"{explained} [{self.error_name}]"
+        elif type(self) is not ContractRevert and summary:
             text = f"{summary} [{text}]"
         super().__init__(text, data)
+
+    def show_param(self, name: str, value: Any) -> str:
+        """One parameter as people read it: a date, a duration, a status name, hex for bytes."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            if name in self.times:
+                return format_time(value)
+            if name in self.durations:
+                return format_duration(value)
+            if name in self.statuses:
+                return status_name(value)
+        return _show(value)
+
+    def explain(self) -> str | None:
+        """A whole sentence for people from the parameters (subclasses), or None for the generic message."""
+        return None
 
 
 class Panic(ContractRevert):
@@ -281,6 +313,8 @@ class ERC20InvalidSpender(ContractRevert):
 class ERC2612ExpiredSignature(ContractRevert):
     """The permit's deadline has passed."""
 
+    times = frozenset({"deadline"})
+
 
 class ERC2612InvalidSigner(ContractRevert):
     """The permit was not signed by the token owner."""
@@ -329,6 +363,8 @@ class FeeTooHigh(ContractRevert):
 class InvalidWindowRules(ContractRevert):
     """The window rules are inconsistent."""
 
+    durations = frozenset({"max_delivery_period", "min_dispute_window", "max_dispute_window"})
+
 
 class SupplierNotIssuer(ContractRevert):
     """The supplier does not hold ISSUER_ROLE in the card registry."""
@@ -345,9 +381,25 @@ class InvalidUnitPrice(ContractRevert):
 class InvalidDeliveryDeadline(ContractRevert):
     """The delivery deadline is in the past or too far ahead."""
 
+    times = frozenset({"deadline", "now", "latest"})
+
+    def explain(self) -> str | None:
+        deadline, now, latest = int(self.params["deadline"]), int(self.params["now"]), int(self.params["latest"])
+        if deadline <= now:
+            return f"the delivery deadline {format_time(deadline)} is not in the future (now {format_time(now)})"
+        return (f"the delivery deadline must be at most {format_duration(latest - now)} from now, by "
+                f"{format_time(latest)} ({format_duration(deadline - now)} asked, until {format_time(deadline)})")
+
 
 class InvalidDisputeWindow(ContractRevert):
     """The dispute window is outside the allowed range."""
+
+    durations = frozenset({"dispute_window", "min_window", "max_window"})
+
+    def explain(self) -> str | None:
+        p = self.params
+        return (f"dispute window must be between {format_duration(p['min_window'])} and "
+                f"{format_duration(p['max_window'])} ({format_duration(p['dispute_window'])} given)")
 
 
 class UnderFunded(ContractRevert):
@@ -361,6 +413,13 @@ class OrderNotFound(ContractRevert):
 class InvalidOrderStatus(ContractRevert):
     """The order is not in the status this needs."""
 
+    statuses = frozenset({"status", "required"})
+
+    def explain(self) -> str | None:
+        p = self.params
+        return (f"order {int(p['order_id'])} is {status_name(p['status'])}; this needs it "
+                f"{status_name(p['required'])}")
+
 
 class NotOrderBuyer(ContractRevert):
     """Only the order's buyer may do this."""
@@ -373,17 +432,25 @@ class NotOrderSupplier(ContractRevert):
 class DeliveryDeadlinePassed(ContractRevert):
     """The order's delivery deadline has passed."""
 
+    times = frozenset({"deadline"})
+
 
 class DeliveryDeadlineNotPassed(ContractRevert):
     """The order's delivery deadline has not passed yet."""
+
+    times = frozenset({"deadline"})
 
 
 class DisputeWindowClosed(ContractRevert):
     """The order's dispute window has closed."""
 
+    times = frozenset({"window_end"})
+
 
 class DisputeWindowOpen(ContractRevert):
     """The order's dispute window is still open."""
+
+    times = frozenset({"window_end"})
 
 
 class BatchNotOwnedBySupplier(ContractRevert):
@@ -420,13 +487,26 @@ class NothingToWithdraw(ContractRevert):
 class WindowOutOfBounds(ContractRevert):
     """A window rule is below its floor (1 hour) or above its ceiling."""
 
+    durations = frozenset({"window", "floor", "ceiling"})
+
+    def explain(self) -> str | None:
+        p = self.params
+        floor, ceiling = format_duration(p["floor"]), format_duration(p["ceiling"])
+        allowed = f"at least {floor}" if int(p["ceiling"]) >= 2**32 - 1 else f"between {floor} and {ceiling}"
+        return (f"window rule {p['rule']} must be {allowed} ({format_duration(p['window'])} given): "
+                "no window may be below its floor (1 hour) or above its ceiling")
+
 
 class DisputeDeadlinePassed(ContractRevert):
     """The dispute's deadline has passed: no arbiter can act, only the default outcome applies (release)."""
 
+    times = frozenset({"deadline"})
+
 
 class DisputeDeadlineNotPassed(ContractRevert):
     """The dispute waits for an arbiter until its deadline."""
+
+    times = frozenset({"deadline"})
 
 
 class NotArbiterOwner(ContractRevert):
@@ -450,6 +530,8 @@ class ProductMismatch(ContractRevert):
 
 class ExpiryTooSoon(ContractRevert):
     """The batch's cards expire before the order's minimum expiry."""
+
+    times = frozenset({"expiry", "min_expiry"})
 
 
 class InvalidSealKey(ContractRevert):
@@ -479,7 +561,8 @@ class MerkleProofInvalidMultiproof(ContractRevert):
 class RoleRequired(AccessControlUnauthorizedAccount):
     """The account lacks the role this needs; the message names the role and who holds it.
 
-    Raised by the escrow wrapper (chain/escrow.py) in place of the bare AccessControlUnauthorizedAccount revert,
+    Raised by the escrow and registry wrappers (chain/escrow.py, chain/registry.py; the message is built once, in
+    chain/reverts.role_required) in place of the bare AccessControlUnauthorizedAccount revert,
     with the same parameters (``account``, ``needed_role``) plus ``role`` (its name, e.g. "admin") and
     ``holders`` (the accounts that hold it, as far as the contract lists them).
     """

@@ -447,25 +447,10 @@ class Escrow:
             raise self.role_error(exc) from None
 
     def role_error(self, exc: AccessControlUnauthorizedAccount) -> RoleRequired:
-        """The readable form of a role revert: who lacks which role, and who holds it."""
-        role = bytes(exc.params.get("needed_role", b""))
-        account = to_checksum_address(exc.params.get("account", self.client.address))
-        name = ROLE_NAMES.get(role, "0x" + role.hex())
-        try:
-            holders = self.role_members(role)
-        except ChainError:  # an escrow built without AccessControlEnumerable: name the role only
-            holders = []
-        if holders:
-            who = ", ".join(holders)
-            advice = f"run this as the {name} {who}" if len(holders) == 1 else f"run this as one of the {name}s {who}"
-        elif role == bytes(ARBITER_ROLE):
-            advice = "no account is an arbiter: the admin grants one with `cardproof arbiter grant ADDRESS`"
-        else:
-            advice = f"no account holds the {name} role"
-        message = (f"{account} is not {'the' if name == 'admin' else 'an'} {name} of the escrow {self.address}: "
-                   f"{advice}")
-        return RoleRequired(message, account=account.lower(), needed_role=role, role=name, holders=holders,
-                            data=exc.data)
+        """The readable form of a role revert: who lacks which role, and who holds it (chain.reverts.role_required)."""
+        from chain.reverts import role_required
+
+        return role_required(self.client, self.address, exc, contract=ESCROW)
 
     # ---------------------------------------------------------------- opening
 

@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from chain.errors import ChainError
+from chain.humanize import STATUS_NAMES, format_duration, format_time, status_name
 
 __all__ = [
     "STATUS_NAMES",
@@ -22,10 +23,12 @@ __all__ = [
     "TokenMeta",
     "format_amount",
     "format_duration",
+    "format_time",
     "order_json",
     "parse_amount",
     "parse_duration",
     "ranges_json",
+    "status_name",
     "token_meta",
 ]
 
@@ -43,12 +46,10 @@ class TokenError(ChainError, ValueError):
 
 
 class DurationError(ChainError, ValueError):
-    """A duration that is not like 3d, 12h, 90m, 1d12h or a number of seconds."""
+    """A duration that is not like 3d, 12h, 90m or 1d12h (a bare number has no unit and is refused)."""
 
     code = "invalid_duration"
 
-
-STATUS_NAMES = ("none", "funded", "delivered", "disputed", "confirmed", "released", "resolved", "cancelled")
 
 _AMOUNT = re.compile(r"^(\d+(\.\d*)?|\.\d+)$")
 _DURATION_PART = re.compile(r"(\d+)([wdhms])")
@@ -112,35 +113,25 @@ def format_amount(units: int, decimals: int) -> str:
 
 
 def parse_duration(text: str, *, what: str = "duration") -> int:
-    """``"3d"`` -> 259200 seconds; also ``2w``, ``12h``, ``90m``, ``45s``, combinations (``1d12h``) or plain seconds."""
+    """``"3d"`` -> 259200 seconds; also ``2w``, ``12h``, ``90m``, ``45s`` and combinations (``1d12h``).
+
+    A bare number is refused (``--deadline 3`` was once read as 3 seconds): the unit must be said."""
     raw = (text or "").strip().lower().replace(" ", "")
     if raw.isdigit():
-        seconds = int(raw)
-    else:
-        pos, seconds = 0, 0
-        for m in _DURATION_PART.finditer(raw):
-            if m.start() != pos:
-                break
-            seconds += int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-            pos = m.end()
-        if not raw or pos != len(raw):
-            raise DurationError(f"{what} {text!r} is not a duration like 3d, 12h, 90m or 1d12h")
+        if int(raw) == 0:
+            raise DurationError(f"{what} {text!r} has no unit and must be longer than zero: say 1d, 12h, 90m or 45s")
+        raise DurationError(f"{what} {text!r} has no unit: {raw} what? say {raw}d, {raw}h, {raw}m or {raw}s")
+    pos, seconds = 0, 0
+    for m in _DURATION_PART.finditer(raw):
+        if m.start() != pos:
+            break
+        seconds += int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos = m.end()
+    if not raw or pos != len(raw):
+        raise DurationError(f"{what} {text!r} is not a duration like 3d, 12h, 90m or 1d12h")
     if seconds <= 0:
         raise DurationError(f"{what} must be longer than zero")
     return seconds
-
-
-def format_duration(seconds: int) -> str:
-    """259200 -> ``"3d"``; 5400 -> ``"1h30m"``."""
-    seconds = int(seconds)
-    if seconds <= 0:
-        return "0s"
-    out = []
-    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
-        n, seconds = divmod(seconds, size)
-        if n:
-            out.append(f"{n}{unit}")
-    return "".join(out)
 
 
 def token_meta(client: Any, address: str) -> TokenMeta:

@@ -1,4 +1,9 @@
-"""Typed wrapper over the CardRegistry contract (contracts/CardRegistry.sol)."""
+"""Typed wrapper over the CardRegistry contract (contracts/CardRegistry.sol).
+
+A call refused for a missing role (granting or revoking issuers as a non-admin, anchoring or appointing a
+redeemer as a non-issuer) raises :class:`chain.errors.RoleRequired`, whose message names the role and who holds
+or grants it (chain.reverts.naming_roles), never a role hash.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from web3.types import TxReceipt
 from chain.artifacts import load_artifact
 from chain.client import ChainClient, SentTx
 from chain.deployments import REGISTRY, find
+from chain.reverts import naming_roles, role_holders
 
 ISSUER_ROLE = Web3.keccak(text="ISSUER_ROLE")
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
@@ -127,9 +133,11 @@ class Registry:
     def grant_issuer(self, address: str, name: str | None = None) -> TxReceipt:
         """Grant ISSUER_ROLE; with ``name``, through ``grantIssuer``, which also records the display name on chain."""
         who = Web3.to_checksum_address(address)
-        if name is None:
-            return self.client.transact(self.fn.grantRole(ISSUER_ROLE, who), gas=GAS_GRANT)
-        return self.client.transact(self.fn.grantIssuer(who, name), gas=GAS_GRANT + 25_000 * (len(name.encode()) // 32 + 1))
+        with self._roles():
+            if name is None:
+                return self.client.transact(self.fn.grantRole(ISSUER_ROLE, who), gas=GAS_GRANT)
+            return self.client.transact(self.fn.grantIssuer(who, name),
+                                        gas=GAS_GRANT + 25_000 * (len(name.encode()) // 32 + 1))
 
     def issuer_name(self, address: str, block: Any = "latest") -> str:
         """The display name the platform recorded on chain for ``address`` ("" when none)."""
@@ -137,7 +145,17 @@ class Registry:
         return raw if isinstance(raw, str) else bytes(raw).decode("utf-8", errors="replace")
 
     def revoke_issuer(self, address: str) -> TxReceipt:
-        return self.client.transact(self.fn.revokeRole(ISSUER_ROLE, Web3.to_checksum_address(address)), gas=GAS_GRANT)
+        with self._roles():
+            return self.client.transact(self.fn.revokeRole(ISSUER_ROLE, Web3.to_checksum_address(address)),
+                                        gas=GAS_GRANT)
+
+    def _roles(self) -> Any:
+        """Context in which a role revert becomes a RoleRequired naming the role and its holders."""
+        return naming_roles(self.client, self.address, contract=REGISTRY)
+
+    def admins(self) -> list[str]:
+        """The accounts holding the registry's admin role (from its RoleGranted events)."""
+        return role_holders(self.client, self.address, DEFAULT_ADMIN_ROLE, contract=REGISTRY)
 
     def is_issuer(self, address: str) -> bool:
         return bool(self.client.call(self.fn.hasRole(ISSUER_ROLE, Web3.to_checksum_address(address))))
@@ -146,7 +164,9 @@ class Registry:
         return bool(self.client.call(self.fn.hasRole(DEFAULT_ADMIN_ROLE, Web3.to_checksum_address(address))))
 
     def set_redeemer(self, redeemer: str, allowed: bool = True) -> TxReceipt:
-        return self.client.transact(self.fn.setRedeemer(Web3.to_checksum_address(redeemer), allowed), gas=GAS_GRANT)
+        with self._roles():
+            return self.client.transact(self.fn.setRedeemer(Web3.to_checksum_address(redeemer), allowed),
+                                        gas=GAS_GRANT)
 
     def is_redeemer(self, issuer: str, redeemer: str) -> bool:
         return bool(self.client.call(self.fn.isRedeemer(Web3.to_checksum_address(issuer),
@@ -158,8 +178,9 @@ class Registry:
                     product: ProductSpec, expiry: int,
                     before_broadcast: Callable[[SentTx], None] | None = None) -> SentTx:
         call = self.fn.anchorBatch(batch_id, root, card_count, manifest_hash, product.as_tuple(), expiry)
-        return self.client.send(call, gas=GAS_ANCHOR + self._new_product_gas(product),
-                                before_broadcast=before_broadcast)
+        with self._roles():
+            return self.client.send(call, gas=GAS_ANCHOR + self._new_product_gas(product),
+                                    before_broadcast=before_broadcast)
 
     def _new_product_gas(self, product: ProductSpec) -> int:
         """Extra gas when the anchor registers its product (three fresh slots and an event)."""
@@ -190,7 +211,8 @@ class Registry:
                      product: ProductSpec = PLACEHOLDER_PRODUCT, expiry: int = 0,
                      on_sent: Callable[[SentTx], None] | None = None) -> TxReceipt:
         call = self.fn.anchorBatch(batch_id, root, card_count, manifest_hash, product.as_tuple(), expiry)
-        return self.client.transact(call, gas=GAS_ANCHOR + self._new_product_gas(product), on_sent=on_sent)
+        with self._roles():
+            return self.client.transact(call, gas=GAS_ANCHOR + self._new_product_gas(product), on_sent=on_sent)
 
     def revoke_cards(self, batch_id: bytes, indices: Sequence[int], reason: int) -> TxReceipt:
         indices = list(indices)

@@ -3,20 +3,38 @@
 eth-tester raises ``eth_tester.exceptions.TransactionFailed`` whose message embeds the revert bytes as a
 Python bytes literal; JSON-RPC nodes (anvil) make web3 raise ``ContractCustomError`` /
 ``ContractLogicError`` carrying hex ``data``. Both end up here as the same typed error.
+
+A missing role is explained here too, for every contract (:func:`naming_roles`, :func:`role_required`): the
+error names the role ("admin", "issuer", "arbiter") and the accounts holding it, read from the contract (its role
+members, or its RoleGranted events) and marked "(its deployer)" when the deployments file says so; never a role
+hash.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from eth_abi import decode as abi_decode
-from eth_utils import function_signature_to_4byte_selector
+from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
 
 from chain.artifacts import available_artifacts, load_artifact
-from chain.errors import ContractRevert, Panic, RevertReason, TransactionReverted
+from chain.errors import (
+    AccessControlUnauthorizedAccount,
+    ContractRevert,
+    Panic,
+    RevertReason,
+    RoleRequired,
+    TransactionReverted,
+)
+
+if TYPE_CHECKING:
+    from chain.client import ChainClient
 
 ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
@@ -123,3 +141,129 @@ def as_revert(exc: BaseException) -> TransactionReverted | None:
     if data is None:
         return None
     return decode_revert_data(data)
+
+
+# ---------------------------------------------------------------------------------------------- roles
+# A missing role (OpenZeppelin's AccessControlUnauthorizedAccount) is explained here, once, for every contract:
+# the role by name ("admin", "issuer", "arbiter") and who holds it, never a role hash. The wrappers
+# (chain/registry.py, chain/escrow.py) run their role-gated calls through :func:`naming_roles`.
+
+ROLE_GRANTED_TOPIC = "0x" + keccak(text="RoleGranted(bytes32,address,address)").hex()
+DEFAULT_ADMIN_ROLE = b"\0" * 32
+#: What people call each contract in messages.
+CONTRACT_LABELS = {"CardRegistry": "registry", "CardEscrow": "escrow", "TestStablecoin": "test stablecoin"}
+#: Roles an account must be granted for itself (it acts on its own batches): the error says who grants them.
+GRANTED_TO_THE_CALLER = {"issuer": "`cardproof issuer add --name NAME --address {account}`"}
+#: How the admin grants a role that some account must hold for everyone (an operator role).
+GRANT_COMMANDS = {"arbiter": "`cardproof arbiter grant ADDRESS`"}
+
+
+@cache
+def role_names() -> dict[bytes, str]:
+    """role id -> its name as people say it: DEFAULT_ADMIN_ROLE is "admin", every ``X_ROLE`` constant of a known
+    contract is "x" (``ISSUER_ROLE`` -> "issuer")."""
+    names = {DEFAULT_ADMIN_ROLE: "admin"}
+    for artifact in available_artifacts():
+        for item in load_artifact(artifact).abi:
+            name = item.get("name", "")
+            if (item.get("type") == "function" and name.endswith("_ROLE") and name != "DEFAULT_ADMIN_ROLE"
+                    and not item.get("inputs")):
+                names[bytes(keccak(text=name))] = name.removesuffix("_ROLE").lower().replace("_", " ")
+    return names
+
+
+def role_name(role: bytes) -> str:
+    """The role's name ("admin", "issuer", "arbiter", ...); an unknown role is "unnamed role", never its hash."""
+    return role_names().get(bytes(role), "unnamed role")
+
+
+def _article(name: str) -> str:
+    return "the" if name == "admin" else "an" if name[:1] in "aeiou" else "a"
+
+
+def role_holders(client: ChainClient, address: str, role: bytes, *, contract: str, from_block: int = 0) -> list[str]:
+    """Every account holding `role` in the contract at `address` (artifact `contract`): its role members when it
+    is AccessControlEnumerable, else the accounts of its RoleGranted events that still hold the role."""
+    from chain.client import guard
+
+    abi = load_artifact(contract).abi
+    handle = client.contract(address, abi)
+    if any(item.get("name") == "getRoleMembers" for item in abi):
+        return [to_checksum_address(a) for a in client.call(handle.functions.getRoleMembers(role))]
+    logs = guard(lambda: client.w3.eth.get_logs({
+        "address": to_checksum_address(address), "fromBlock": from_block, "toBlock": "latest",
+        "topics": [ROLE_GRANTED_TOPIC, "0x" + bytes(role).hex()]}))
+    granted = dict.fromkeys(to_checksum_address(bytes(log["topics"][2])[-20:]) for log in logs)
+    return [a for a in granted if client.call(handle.functions.hasRole(role, a))]
+
+
+def _deployment(client: ChainClient, address: str, contract: str, home: Path | None) -> Any:
+    """The recorded deployment of the contract at `address` (deployments.json of `home`, else of the configured
+    CARDPROOF_HOME), or None."""
+    from chain.deployments import recorded
+
+    try:
+        if home is None:
+            from chain.settings import get_settings
+
+            home = get_settings().home
+        record = recorded(home, client.chain_id, contract)
+    except (ValueError, OSError):  # no readable settings or record: name the holders without it
+        return None
+    return record if record is not None and record.address.lower() == address.lower() else None
+
+
+def role_required(client: ChainClient, address: str, exc: AccessControlUnauthorizedAccount, *, contract: str,
+                  home: Path | None = None) -> RoleRequired:
+    """The readable form of a role revert of the contract at `address`: who lacks which role, who holds it (or,
+    for a role an account needs for itself, who grants it), never a role hash."""
+    role = bytes(exc.params.get("needed_role", b""))
+    account = to_checksum_address(exc.params.get("account") or client.address)
+    name, label = role_name(role), CONTRACT_LABELS.get(contract, contract)
+    address = to_checksum_address(address)
+    record = _deployment(client, address, contract, home)
+    start = record.block_number if record is not None else 0
+
+    def holders_of(wanted: bytes) -> list[str]:
+        try:
+            return role_holders(client, address, wanted, contract=contract, from_block=start)
+        except Exception:  # noqa: BLE001 - best effort (a node refusing a long log range, say): name the role only
+            return []
+
+    def who(accounts: list[str]) -> str:
+        deployer = record.deployer.lower() if record is not None else None
+        return ", ".join(f"{a} (its deployer)" if a.lower() == deployer else a for a in accounts)
+
+    tag = ""
+    if name in GRANTED_TO_THE_CALLER:
+        holders = []
+        admins = holders_of(DEFAULT_ADMIN_ROLE)
+        granter = f"the {label}'s admin {who(admins)}" if admins else f"the {label}'s admin"
+        advice = (f"{granter} must grant it the {name} role first "
+                  f"({GRANTED_TO_THE_CALLER[name].format(account=account)})")
+        tag = f" [{exc.error_name}]"
+    else:
+        holders = holders_of(role)
+        plural = "es" if name.endswith("s") else "s"
+        if len(holders) == 1:
+            advice = f"run this as the {name} {who(holders)}"
+        elif holders:
+            advice = f"run this as one of the {name}{plural} {who(holders)}"
+        elif name in GRANT_COMMANDS:
+            advice = f"no account is {_article(name)} {name}: the admin grants one with {GRANT_COMMANDS[name]}"
+        else:
+            advice = f"no account holds the {name} role"
+    message = f"{account} is not {_article(name)} {name} of the {label} {address}: {advice}{tag}"
+    return RoleRequired(message, account=account.lower(), needed_role=role, role=name, holders=holders,
+                        data=exc.data)
+
+
+@contextmanager
+def naming_roles(client: ChainClient, address: str, *, contract: str, home: Path | None = None) -> Iterator[None]:
+    """Turn a role revert raised inside the block into :func:`role_required`'s RoleRequired."""
+    try:
+        yield
+    except RoleRequired:
+        raise
+    except AccessControlUnauthorizedAccount as exc:
+        raise role_required(client, address, exc, contract=contract, home=home) from None

@@ -16,6 +16,10 @@
 
 Only transport failures count: a JSON-RPC error (a revert, a nonce error) is an answer.
 
+A wrong URL says so in the same one line: "connection refused", "unknown host" (DNS), "HTTP 404: not a JSON-RPC
+endpoint", "not a JSON-RPC endpoint: it answered '<html>...'" (:data:`WRONG_URL_REASONS`; the console then names
+CARDPROOF_RPC_URL), or a time-out.
+
 Openings and recoveries are logged once each on ``cardproof.chain.rpc`` at INFO (a command's stderr carries only
 its one-line error); services show :func:`breaker_states` in their readiness and metrics.
 """
@@ -36,10 +40,16 @@ from chain.errors import ChainUnreachable
 
 log = logging.getLogger("cardproof.chain.rpc")
 
-__all__ = ["CircuitBreaker", "GuardedHTTPProvider", "RpcPolicy", "breaker_for", "breaker_states", "reset_breakers"]
+__all__ = ["NOT_JSON_RPC", "WRONG_URL_REASONS", "CircuitBreaker", "GuardedHTTPProvider", "RpcPolicy", "breaker_for",
+           "breaker_states", "reset_breakers"]
 
 #: HTTP statuses worth another attempt (rate limits, a proxy in front of a restarting node).
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
+NOT_JSON_RPC = "not a JSON-RPC endpoint"
+#: Diagnoses that point at a wrong URL (the console then names CARDPROOF_RPC_URL); a time-out or an HTTP 503 is a
+#: node that is down or frozen, not a wrong URL.
+WRONG_URL_REASONS = ("connection refused", "unknown host", NOT_JSON_RPC, "HTTP 401", "HTTP 403")
 
 
 @dataclass(frozen=True)
@@ -177,7 +187,12 @@ def describe(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, requests.ConnectTimeout):
         return f"no connection after {_secs(timeout)}"
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
-        return f"HTTP {exc.response.status_code}"
+        status = exc.response.status_code
+        if status in (401, 403):
+            return f"HTTP {status}: refused, a key missing from the URL?"
+        if status == 501 or (400 <= status < 500 and status != 429):  # 501: a web server without POST
+            return f"HTTP {status}: {NOT_JSON_RPC}"
+        return f"HTTP {status}"
     text = str(exc)
     if "Connection refused" in text or isinstance(exc, ConnectionRefusedError):
         return "connection refused"
@@ -240,3 +255,22 @@ class GuardedHTTPProvider(HTTPProvider):
                 raise
             self.breaker.success()
             return raw
+
+    def decode_rpc_response(self, raw_response: bytes) -> Any:  # type: ignore[override]
+        """web3's decoding, with one line naming the URL when the answer is not JSON-RPC (a web page, say)."""
+        try:
+            response = super().decode_rpc_response(raw_response)
+        except ValueError:  # JSON decoding (FriendlyJsonSerde raises ValueError subclasses) or not UTF-8
+            response = None
+        if isinstance(response, list) or (isinstance(response, dict) and ("result" in response
+                                                                            or "error" in response)):
+            return response
+        raise ChainUnreachable(f"the chain node at {self.endpoint_uri} does not answer ({NOT_JSON_RPC}: "
+                               f"{_first_bytes(raw_response)})")
+
+
+def _first_bytes(raw: bytes) -> str:
+    """What a non-JSON-RPC answer starts with, in a few printable characters (an HTML page, "404 page not found")."""
+    text = bytes(raw[:40]).decode("utf-8", "replace")
+    shown = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return f"it answered {shown!r}" if shown else "it answered nothing"

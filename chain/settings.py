@@ -22,7 +22,9 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ENV_PREFIX", "Settings", "get_settings", "mask_url_password"]
+from chain.home import default_home, describe_home
+
+__all__ = ["ENV_PREFIX", "Settings", "default_home", "describe_home", "get_settings", "mask_url_password"]
 
 ENV_PREFIX = "CARDPROOF_"
 
@@ -36,10 +38,6 @@ def mask_url_password(url: str) -> str:
     return _URL_PASSWORD.sub(lambda m: m.group("head") + ":***@", url)
 
 
-def _default_home() -> Path:
-    return Path.cwd() / ".cardproof"
-
-
 class Settings(BaseSettings):
     """All of cardproof's configuration; every field maps to ``CARDPROOF_<FIELD>``."""
 
@@ -51,8 +49,9 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    #: Folder holding the local state: the SQLite database and the master key file.
-    home: Path = Field(default_factory=_default_home)
+    #: Folder holding the local state: the SQLite databases, the master key file, deployments, the local chain.
+    #: Unset: the user's data folder (:func:`default_home`), never the current directory.
+    home: Path = Field(default_factory=default_home)
     #: SQLAlchemy URL of the supplier's database; ``None`` means ``sqlite:///{home}/cardproof.db``.
     database_url: str | None = None
     #: SQLAlchemy URL of the public service's database; ``None`` means ``sqlite:///{home}/public.db``.
@@ -103,6 +102,16 @@ class Settings(BaseSettings):
     def _blank_secret_is_none(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("private_key", mode="after")
+    @classmethod
+    def _check_private_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # 32 bytes in the secp256k1 range, or one line (PrivateKeyError, not a ValidationError: that would echo it).
+        if value is not None:
+            from chain.private_keys import parse_private_key
+
+            parse_private_key(value.get_secret_value(), f"{ENV_PREFIX}PRIVATE_KEY")
         return value
 
     def __repr_args__(self):  # type: ignore[override]

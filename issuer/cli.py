@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from chain.cli_output import emit_json, err_console, progress, say
-from issuer.runtime import Runtime
+
+if TYPE_CHECKING:
+    from issuer.runtime import Runtime
+
+
+def Runtime() -> Runtime:  # noqa: N802 - issuer.runtime (SQLAlchemy, web3) loads only when a command runs
+    from issuer.runtime import Runtime as _Runtime
+
+    return _Runtime()
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (or array).")]
 
@@ -31,14 +39,37 @@ def issuer_add(name: Annotated[str, typer.Option(help="Display name shown to buy
                address: Annotated[str, typer.Option(help="The issuer's account address.")],
                json_out: JsonOpt = False) -> None:
     """Grant ISSUER_ROLE to ADDRESS (admin account) and keep its display name."""
+    from chain.addresses import parse_address
     from issuer.issuers import add_issuer
 
+    # A wrong EIP-55 checksum is refused before anything is sent.
+    address = parse_address(address, "--address", noun="account address")
     rt = Runtime()
     result = add_issuer(rt.sessions, rt.registry, address, name)
     if json_out:
         emit_json(result)
     else:
         say(f"issuer {result['name']!r} {result['address']} {'granted ISSUER_ROLE' if result['granted'] else 'already had ISSUER_ROLE'}")
+
+
+@issuer_app.command("remove")
+def issuer_remove(address: Annotated[str, typer.Argument(metavar="ADDRESS", help="The issuer's account address.")],
+                  json_out: JsonOpt = False) -> None:
+    """Revoke ISSUER_ROLE from ADDRESS and drop its local record (run as the registry's admin, normally its deployer).
+
+    It can anchor nothing more and vouches for nothing; its batches stay on chain. Sends nothing if ADDRESS is not
+    an issuer."""
+    from issuer.issuers import remove_issuer
+
+    rt = Runtime()
+    result = remove_issuer(rt.sessions, rt.registry, address)
+    if json_out:
+        emit_json(result)
+    elif result["revoked"]:
+        say(f"issuer {result['address']} ({result['name'] or 'no name'}) removed: ISSUER_ROLE revoked")
+    else:
+        say(f"{result['address']} is already not an issuer; nothing sent"
+            + (" (its local record was dropped)" if result["record_removed"] else ""))
 
 
 @issuer_app.command("list")
@@ -61,25 +92,41 @@ def mint(
     count: Annotated[int | None, typer.Option(help="Number of cards to generate.")] = None,
     codes_from: Annotated[Path | None, typer.Option("--codes-from", help="CSV with a 'code' column to import.")] = None,
     expires: Annotated[str | None, typer.Option(help="Expiry date YYYY-MM-DD (UTC end of day).")] = None,
+    codes_normalize: Annotated[bool, typer.Option(
+        "--codes-normalize", help="With --codes-from: read the imported codes as generated ones are read, case, "
+                                  "spaces and dashes ignored (default: exactly as in the file).")] = False,
+    offline: Annotated[bool, typer.Option(
+        "--offline", help="Do not check that the configured account is an approved issuer in the registry (checked "
+                          "by default when a chain is configured or running; skipped with a note when none is, "
+                          "or it does not answer).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Mint a batch for the configured account (generated codes, or imported with --codes-from)."""
-    from issuer.minting import MintRequest, mint_batch
+    """Mint a batch for the configured account (generated codes, or imported with --codes-from). Checks first that
+    the account is an approved issuer (unless --offline): a non-issuer mints nothing."""
+    from issuer.core.leaf import CODE_FORM_EXACT, CODE_FORM_FOLDED
+    from issuer.minting import MintRequest, check_issuer_role, mint_batch
 
     if count is None and codes_from is None:
         raise typer.BadParameter("give --count N or --codes-from FILE.csv", param_hint="--count")
+    if codes_normalize and codes_from is None:
+        raise typer.BadParameter("--codes-normalize goes with --codes-from FILE.csv", param_hint="--codes-normalize")
     rt = Runtime()
     issuer = _issuer_address(rt)
+    chain = not offline and bool(rt.settings.rpc_url or _chain_running(rt))
+    note = check_issuer_role((lambda: rt.registry) if chain else None, issuer)
     request = MintRequest(sku=sku, face_value=face_value, currency=currency, count=count, codes_csv=codes_from,
-                          expires=expires)
+                          expires=expires, imported_code_form=CODE_FORM_FOLDED if codes_normalize else CODE_FORM_EXACT)
     with progress("minting", count) as bar:
         result = mint_batch(rt.sessions, rt.master_key, issuer, request,
                             progress=lambda phase, done, total: bar.update(done) if phase == "store" else None,
                             workers=2)
     if json_out:
-        emit_json(result.to_json())
+        emit_json({**result.to_json(), "issuer_role": "not_checked" if note else "confirmed",
+                   **({"note": note} if note else {})})
     else:
         say(f"minted batch {result.batch_id}: {result.count} cards, root {result.root}")
+        if note:
+            say(f"note: {note}")
         say(f"next: cardproof anchor {result.batch_id}")
 
 
@@ -144,20 +191,34 @@ def batches(json_out: JsonOpt = False) -> None:
 
 def export(batch: Annotated[str, typer.Argument(help="Batch id (0x...).")],
            out: Annotated[Path, typer.Option("--out", help="Folder to write cards.csv, qr/, tree.json.")],
-           qr: Annotated[bool, typer.Option("--qr/--no-qr", help="Write one QR PNG per card.")] = True,
+           qr: Annotated[bool, typer.Option("--qr/--no-qr", help="Write one QR image per card.")] = True,
+           qr_format: Annotated[str, typer.Option("--format", help="QR image format: png, or svg (vector, for "
+                                                  "print).")] = "png",
+           public_url: Annotated[str | None, typer.Option("--public-url", help="Base URL the QR codes point to "
+                                                          "(default: CARDPROOF_PUBLIC_URL).")] = None,
+           allow_loopback: Annotated[bool, typer.Option("--allow-loopback", help="Allow QR codes pointing to "
+                                                        "127.0.0.1/localhost/::1 (local tests only).")] = False,
+           workers: Annotated[int | None, typer.Option(min=1, max=64, help="QR writing processes (default: one "
+                                                       "per core).")] = None,
            force: Annotated[bool, typer.Option(help="Overwrite an earlier export in that folder.")] = False,
            json_out: JsonOpt = False) -> None:
     """Export a batch's codes (cards.csv, mode 0600), QR codes and OpenZeppelin tree dump."""
-    from issuer.export import export_batch
+    from issuer.export import batch_card_count, export_batch
+    from issuer.export_qr import check_format, default_workers
+    from issuer.export_url import qr_public_url
 
     rt = Runtime()
-    with progress("exporting", None) as bar:
-        result = export_batch(rt.sessions, rt.master_key, batch, out, rt.settings.public_url, qr=qr, force=force,
-                              progress=lambda _p, done, _t: bar.update(done))
+    url = public_url or rt.settings.public_url
+    url = qr_public_url(url, allow_loopback=allow_loopback) if qr else url.rstrip("/")
+    check_format(qr_format)
+    with progress("exporting", batch_card_count(rt.sessions, batch)) as bar:
+        result = export_batch(rt.sessions, rt.master_key, batch, out, url, qr=qr, qr_format=qr_format, force=force,
+                              workers=workers or default_workers(), progress=lambda _p, done, _t: bar.update(done))
     if json_out:
         emit_json(result.to_json())
     else:
-        say(f"exported {result.cards} cards of {result.batch_id} to {result.out_dir}")
+        images = f", QR codes ({result.qr_format}) point to {result.public_url}/c/SERIAL" if result.qr_dir else ""
+        say(f"exported {result.cards} cards of {result.batch_id} to {result.out_dir}{images}")
 
 
 def publish(batch: Annotated[str, typer.Argument(help="Batch id (0x...).")],
@@ -180,28 +241,36 @@ def publish(batch: Annotated[str, typer.Argument(help="Batch id (0x...).")],
 def revoke(serials: Annotated[list[str], typer.Argument(help="Serials of the cards to revoke.")],
            reason: Annotated[str, typer.Option(help="leaked, fraud, recalled, damaged or unspecified.")],
            json_out: JsonOpt = False) -> None:
-    """Revoke cards on chain (one transaction per batch)."""
-    from issuer.revocation import parse_reason, revoke_serials
+    """Revoke cards on chain (one transaction per batch). Cards revoked already are reported so and nothing is sent
+    for them (exit 0)."""
+    from issuer.revocation import RevokeReason, parse_reason, revoke_serials
 
     rt = Runtime()
-    results = revoke_serials(rt.sessions, rt.registry, serials, parse_reason(reason))
+    results = revoke_serials(rt.sessions, rt.registry, serials, parse_reason(reason), repeat_ok=True)
     if json_out:
-        emit_json([r.to_json() for r in results])
+        emit_json([{**r.to_json(), "reason_name": RevokeReason(r.reason).name.lower()} for r in results])
         return
     for r in results:
-        say(f"revoked {len(r.indices)} card(s) of {r.batch_id} (tx {r.tx_hash})")
+        if r.already:
+            say(f"already revoked: {len(r.indices)} card(s) of {r.batch_id} ({', '.join(r.serials)}), reason "
+                f"{RevokeReason(r.reason).name.lower()}; nothing sent")
+            continue
+        say(f"revoked {len(r.indices)} card(s) of {r.batch_id}, reason {RevokeReason(r.reason).name.lower()} "
+            f"(tx {r.tx_hash})")
 
 
 def redeem(serial: Annotated[str, typer.Argument(help="The card's serial.")],
            code: Annotated[str | None, typer.Option(help="The card's secret code ('-' reads it from stdin).")] = None,
            json_out: JsonOpt = False) -> None:
-    """Check a card's code, then mark it redeemed in the database and on chain (exactly once)."""
+    """Check a card's code, then mark it redeemed in the database and on chain (exactly once). Without --code the
+    code is asked for (not echoed) on a terminal, and read from stdin when it is piped (`echo CODE | cardproof
+    redeem SERIAL`). Typed as printed: a generated code's case, spaces and dashes do not matter."""
     from issuer.redemption import redeem_card
 
-    if code is None:
+    if code == "-" or (code is None and sys.stdin is not None and not sys.stdin.isatty()):
+        code = sys.stdin.readline().rstrip("\r\n")
+    elif code is None:
         code = typer.prompt("code", hide_input=True)
-    elif code == "-":
-        code = sys.stdin.readline().rstrip("\n")
     rt = Runtime()
     result = redeem_card(rt.sessions, rt.master_key, rt.registry, serial, code, rt.client.address)
     if json_out:
@@ -221,6 +290,10 @@ def reconcile(batch: Annotated[str | None, typer.Argument(help="Batch id (0x...)
 
     if sum(x is not None and x is not False for x in (batch, issuer, all_batches or None)) != 1:
         raise typer.BadParameter("give one of BATCH, --issuer ADDR or --all", param_hint="BATCH")
+    if issuer is not None:
+        from chain.addresses import parse_address
+
+        issuer = parse_address(issuer, "--issuer")
     rt = Runtime()
     report = run(rt.sessions, rt.registry, batch_id=batch, issuer=issuer,
                  escrow=None if batch is not None else _deployed_escrow(rt))
@@ -233,6 +306,32 @@ def reconcile(batch: Annotated[str | None, typer.Argument(help="Batch id (0x...)
         say(f"{report.batches} batch(es): {'consistent' if report.consistent else 'NOT consistent'}")
     if not report.consistent:
         raise typer.Exit(1)
+
+
+def stock(json_out: JsonOpt = False) -> None:
+    """List the configured supplier's cards per product and batch: available, reserved for an order, delivered,
+    redeemed, revoked, expired (from its database and, when an escrow is deployed, the chain)."""
+    from issuer.node.stock import Stock
+    from issuer.stock_listing import STATES, stock_listing
+
+    rt = Runtime()
+    supplier = rt.client.address
+    escrow = _deployed_escrow(rt)
+    reader = Stock(escrow, rt.registry, supplier, word_ttl=0.0) if escrow is not None else None
+    with rt.sessions() as session:
+        products = stock_listing(session, supplier, reader)
+    if json_out:
+        emit_json({"supplier": supplier, "escrow": escrow.address if escrow else None,
+                   "products": [p.to_json() for p in products]})
+        return
+    if not products:
+        say("no anchored batches")
+    for p in products:
+        say(f"{p.sku} {p.face_value_text} {p.currency} (product {p.product_id or '-'}): "
+            + ", ".join(f"{name} {p.counts[name]}" for name in reversed(STATES)))
+        for b in p.batches:
+            say(f"  {b.batch_id}  {b.cards:>9} cards: " + ", ".join(f"{name} {b.counts[name]}"
+                                                                   for name in reversed(STATES)))
 
 
 # ----------------------------------------------------------------------------- the supplier's escrow acts
@@ -256,36 +355,68 @@ def _batch_arg(batch: str) -> bytes:
 
 def order_deliver(
     order_id: Annotated[int, typer.Argument(help="The order id.", min=1)],
-    batch: Annotated[str, typer.Option("--batch", help="The supplier's anchored batch id (0x + 64 hex).")],
-    ranges: Annotated[list[str], typer.Option("--range", help="Cards START:COUNT of the batch (repeatable).")],
+    batch: Annotated[str | None, typer.Option("--batch", help="The supplier's anchored batch id (0x + 64 hex), "
+                                                             "with --range.")] = None,
+    ranges: Annotated[list[str] | None, typer.Option("--range", help="Cards START:COUNT of the batch "
+                                                                    "(repeatable).")] = None,
+    serials: Annotated[list[str] | None, typer.Option("--serials", help="The cards by serial: S1,S2,... "
+                                                                       "(repeatable; all of one batch).")] = None,
+    serials_from: Annotated[Path | None, typer.Option("--serials-from", help="A file of serials (one or more a "
+                                                      "line, or a CSV with a 'serial' column).")] = None,
+    auto: Annotated[bool, typer.Option("--auto", help="Pick the cards from stock as the supplier's node "
+                                                      "does.")] = False,
     upload: Annotated[bool, typer.Option("--upload/--no-upload", help="Upload the sealed delivery to the public "
                                                                      "service (CARDPROOF_PUBLIC_URL).")] = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Deliver an order (supplier): seal the cards' codes to the buyer's seal key, assign exactly QUANTITY cards
     of one of the supplier's own batches on chain with the sealed delivery's hash, and upload the sealed delivery
-    to the public service. Recorded before it is sent; run again, it settles an interrupted delivery, redoes one
-    the chain lost, and uploads what was not uploaded."""
+    to the public service. The cards: --batch with --range, or --serials / --serials-from, or --auto (reserved as
+    the node reserves them: never a card the node gives). Recorded before it is sent; run again, it settles an
+    interrupted delivery, redoes one the chain lost, and uploads what was not uploaded."""
     from chain.escrow import Escrow
     from chain.escrow_view import parse_ranges, ranges_json
     from issuer.delivery_seal import deliver_sealed
 
-    batch_id = _batch_arg(batch)
-    try:
-        rs = parse_ranges(ranges)
-    except ValueError as exc:
-        raise _arg_error(str(exc)) from None
+    by_serial = bool(serials) or serials_from is not None
+    if sum((by_serial, auto, batch is not None or bool(ranges))) != 1:
+        raise typer.BadParameter("give the cards one way: --batch with --range, --serials/--serials-from, or "
+                                 "--auto")
+    if by_serial or auto:
+        from issuer.delivery_pick import read_serials, reserve_delivery
+
+        listed = read_serials(serials or [], serials_from) if by_serial else None
+    else:
+        if batch is None or not ranges:
+            raise typer.BadParameter("give the batch with --batch and its cards with --range START:COUNT",
+                                     param_hint="--batch" if batch is None else "--range")
+        batch_id = _batch_arg(batch)
+        try:
+            rs = parse_ranges(ranges)
+        except ValueError as exc:
+            raise _arg_error(str(exc)) from None
     rt = Runtime()
-    result = deliver_sealed(rt.sessions, rt.master_key, Escrow.deployed(rt.client, rt.settings.home), rt.registry,
+    escrow = Escrow.deployed(rt.client, rt.settings.home)
+    if by_serial or auto:
+        chosen = reserve_delivery(rt.sessions, rt.master_key, escrow, rt.registry, order_id, serials=listed,
+                                  auto=auto)
+        batch_id, rs = chosen.batch_id, chosen.ranges
+    result = deliver_sealed(rt.sessions, rt.master_key, escrow, rt.registry,
                             order_id, batch_id, rs, public_url=rt.settings.public_url if upload else None)
     out = {"order_id": order_id, "tx": result.act.tx_hash, "status": "delivered", "batch_id": "0x" + batch_id.hex(),
            "ranges": ranges_json(rs), "sealed_hash": "0x" + result.sealed_hash.hex(), "uploaded": result.uploaded,
            "upload_error": result.upload_error}
+    if result.act.already:  # a repeat (the key is there only then)
+        out["already"] = True
     if json_out:
         emit_json(out)
         return
-    say(f"order {order_id} delivered: {result.cards} cards of batch {out['batch_id']}, sealed to the buyer "
-        f"(sealed hash {out['sealed_hash']}, tx {out['tx']})")
+    if result.act.already:  # run again: the chain holds this delivery; nothing was sent
+        say(f"order {order_id} already delivered: {result.cards} cards of batch {out['batch_id']} (sealed hash "
+            f"{out['sealed_hash']}, tx {out['tx']}); nothing sent")
+    else:
+        say(f"order {order_id} delivered: {result.cards} cards of batch {out['batch_id']}, sealed to the buyer "
+            f"(sealed hash {out['sealed_hash']}, tx {out['tx']})")
     if result.uploaded:
         say(f"the sealed delivery is on {rt.settings.public_url}: the buyer runs `cardproof order receive {order_id}`")
     elif result.upload_error:
@@ -340,16 +471,16 @@ def order_withdraw(
     from web3 import Web3
     from web3.logs import DISCARD
 
+    from chain.addresses import parse_address
     from chain.escrow import Escrow, stablecoin_address
     from chain.escrow_view import token_meta
     from issuer.escrow_acts import withdraw_credit
 
+    token = parse_address(token, "--token") if token is not None else None
+    to = parse_address(to, "--to") if to is not None else None
     rt = Runtime()
     address = token or stablecoin_address(rt.client, rt.settings.home)
-    for what, value in (("--token", address), ("--to", to)):
-        if value is not None and not Web3.is_address(value):
-            raise _arg_error(f"{what}: {value!r} is not an address (0x + 40 hex digits)")
-    meta = token_meta(rt.client, Web3.to_checksum_address(address))
+    meta = token_meta(rt.client, parse_address(address, "--token"))
     escrow = Escrow.deployed(rt.client, rt.settings.home)
     result = withdraw_credit(rt.sessions, escrow, meta.address, to)
     receipt = rt.client.get_receipt(result.tx_hash) if result.tx_hash else None
@@ -438,10 +569,17 @@ def _build_node(config_path: Path | None):  # -> issuer.node.SupplierNode | None
 
     rt = Runtime()
     cfg = load_config(config_path, settings=rt.settings)
-    escrow = _deployed_escrow(rt)
+    if cfg.escrow is not None:  # the escrow named in the node's configuration (checksum checked there)
+        from chain.escrow import Escrow
+
+        escrow = Escrow(rt.client, cfg.escrow)
+    else:
+        escrow = _deployed_escrow(rt)
     if escrow is None:
         return None
     record = recorded(rt.settings.home, rt.client.chain_id, ESCROW)
+    if record is not None and record.address.lower() != escrow.address.lower():
+        record = None  # another escrow than the recorded one: its deployment block is unknown
     if cfg.start_block == 0 and record is not None and record.block_number:
         cfg = dataclasses.replace(cfg, start_block=int(record.block_number))  # no order is older than the escrow
     from issuer.webhooks import hook
@@ -521,12 +659,12 @@ def api_key_create(issuer: Annotated[str, typer.Option(help="The issuer whose ca
                                                           "revocation, webhooks).")] = "redeemer",
                    json_out: JsonOpt = False) -> None:
     """Create a key; it is printed once and stored only hashed."""
-    from issuer.issuers import check_address
+    from chain.addresses import parse_address
     from issuer.service.auth import create_api_key
 
     if role not in ("redeemer", "erp"):
         raise _arg_error(f"--role: {role!r} is not a role (redeemer or erp)")
-    address = check_address(issuer)
+    address = parse_address(issuer, "--issuer", noun="account address")
     with Runtime().sessions.begin() as session:
         key, row = create_api_key(session, address, label, role=role)
         info = {"key": key, "key_id": row.key_id, "issuer": row.issuer_address, "label": row.label, "role": role}
@@ -540,10 +678,10 @@ def api_key_create(issuer: Annotated[str, typer.Option(help="The issuer whose ca
 def api_key_list(issuer: Annotated[str | None, typer.Option(help="Only this issuer's keys.")] = None,
                  json_out: JsonOpt = False) -> None:
     """List keys (ids only; secrets are never stored)."""
-    from issuer.issuers import check_address
+    from chain.addresses import parse_address
     from issuer.service.auth import list_api_keys
 
-    address = check_address(issuer) if issuer else None
+    address = parse_address(issuer, "--issuer") if issuer else None
     with Runtime().sessions() as session:
         rows = [{"key_id": k.key_id, "issuer": k.issuer_address, "label": k.label,
                  "created_at": k.created_at.isoformat(), "revoked": k.revoked_at is not None,
@@ -589,10 +727,11 @@ def redeemer_remove(address: Annotated[str, typer.Argument(help="Redeemer to dis
 
 
 def _set_redeemer(address: str, allowed: bool, json_out: bool) -> None:
-    from issuer.issuers import check_address, set_redeemer
+    from chain.addresses import parse_address
+    from issuer.issuers import set_redeemer
 
+    redeemer = parse_address(address, "ADDRESS", noun="account address")
     rt = Runtime()
-    redeemer = check_address(address)
     set_redeemer(rt.registry, redeemer, allowed)
     if json_out:
         emit_json({"issuer": rt.client.address, "redeemer": redeemer, "allowed": allowed,
@@ -620,5 +759,5 @@ def register(app: typer.Typer) -> None:
     app.add_typer(issuer_app, name="issuer")
     app.add_typer(redeemer_app, name="redeemer")
     app.add_typer(db_app, name="db")
-    for fn in (mint, anchor, batches, publish, export, revoke, redeem, reconcile):
+    for fn in (mint, anchor, batches, publish, export, revoke, redeem, reconcile, stock):
         app.command(fn.__name__)(fn)

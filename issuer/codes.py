@@ -9,10 +9,11 @@ The default format is 20 Crockford base32 symbols in groups of 5 (``XXXXX-XXXXX-
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from issuer.core.errors import InvalidCode
 from issuer.core.serial import ALPHABET
@@ -27,11 +28,20 @@ __all__ = [
     "generate_code",
     "generate_codes",
     "normalize_imported_code",
+    "typed_code",
 ]
 
 CROCKFORD_ALPHABET = ALPHABET  # the serials' alphabet (issuer.core.serial)
 MAX_IMPORTED_CODE_LENGTH = 128
 MIN_DEFAULT_BITS = 100
+#: Longest typed code looked at (a cashier's typing, with spaces and dashes); longer is a wrong code.
+MAX_TYPED_CODE_LENGTH = 1024
+
+#: Dashes people (and word processors) type between groups: ASCII hyphen-minus, Unicode dashes and minus.
+_DASHES = "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63\uff0d"
+#: Crockford's aliases, as serials read them (issuer.core.serial): I and L are 1, O is 0.
+_ALIASES = {"I": "1", "L": "1", "O": "0"}
+_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,41 @@ class CodeFormat:
             out = out.replace(c, "")
         return out
 
+    def read(self, typed: str) -> str | None:
+        """A code of this format as a person typed it, in its one display form (what was generated), or None
+        when it cannot be a code of this format (then it is a wrong code).
+
+        Read the way the alphabet intends, like serials (``issuer.core.serial``): white space, dashes and the
+        separator are ignored, full-width and other compatibility forms read as ASCII (NFKC), and for an
+        alphabet without lower-case letters case is ignored and Crockford's aliases are read (``I``/``L`` as
+        ``1``, ``O`` as ``0``) where the alphabet lacks the alias and holds its value. Never merges two codes of
+        the format: every symbol of the alphabet reads as itself."""
+        if not isinstance(typed, str) or len(typed) > MAX_TYPED_CODE_LENGTH:
+            return None
+        a = self.alphabet
+        s = unicodedata.normalize("NFKC", typed)
+        s = "".join(s.split())
+        for c in set(_DASHES + self.separator) - set(a):
+            s = s.replace(c, "")
+        if a == a.upper():  # no lower-case letter: case carries nothing
+            s = s.translate(_UPPER)
+            s = "".join(_ALIASES[c] if c in _ALIASES and c not in a and _ALIASES[c] in a else c for c in s)
+        if len(s) != self.length or not set(s) <= set(a):
+            return None
+        return self.group(s)
+
+    def to_json(self) -> str:
+        """This format as stored with a batch (``batches.code_format``)."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> CodeFormat:
+        """The format stored with a batch; ValueError if it is not one."""
+        data = json.loads(text)
+        if not isinstance(data, dict) or set(data) != {"alphabet", "length", "group_size", "separator"}:
+            raise ValueError("not a stored code format")
+        return cls(**data)
+
 
 DEFAULT_FORMAT = CodeFormat()
 if DEFAULT_FORMAT.entropy_bits < MIN_DEFAULT_BITS:  # pragma: no cover - guards edits of the default
@@ -169,6 +214,20 @@ def _generate(n: int, fmt: CodeFormat) -> list[str]:
             out[off + j :: R] = sep[j : j + 1] * n
     out[W::R] = b"\n" * n
     return out[:-1].decode("ascii").split("\n")
+
+
+def typed_code(typed: str, stored_format: str | None) -> str:
+    """A code as typed, read by the rule of its batch: ``stored_format`` (``batches.code_format``, the format
+    of its generated codes) gives their one display form (:meth:`CodeFormat.read`); None (imported codes) keeps
+    the text, which the batch's ``codeForm`` compares exactly or folded (``issuer.core.commitment``). A text
+    that cannot be a code of the format is returned as it is: it opens no commitment of the batch."""
+    if stored_format is None or not isinstance(typed, str):
+        return typed
+    try:
+        fmt = CodeFormat.from_json(stored_format)
+    except (ValueError, TypeError):
+        return typed
+    return fmt.read(typed) or typed
 
 
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})

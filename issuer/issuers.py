@@ -1,4 +1,5 @@
-"""Issuers: the platform grants ISSUER_ROLE and keeps a display name; issuers appoint redeemers."""
+"""Issuers: the platform grants ISSUER_ROLE and keeps a display name, and removes issuers (revokes the role);
+issuers appoint redeemers."""
 
 from __future__ import annotations
 
@@ -41,6 +42,24 @@ def add_issuer(sessions: sessionmaker[Session], registry: Registry, address: str
     with sessions.begin() as session:
         repo.upsert_issuer(session, address, name)
     return {"address": address, "name": name, "granted": granted, "registry": registry.address}
+
+
+def remove_issuer(sessions: sessionmaker[Session], registry: Registry, address: str) -> dict[str, Any]:
+    """Revoke ISSUER_ROLE on chain (as the registry's admin), unless the account does not hold it, and drop the
+    supplier's record of the issuer if there is one (its batches keep their history). Idempotent: an account that
+    is neither an issuer nor recorded sends nothing. The on-chain display name stays as history."""
+    address = check_address(address)
+    revoked = False
+    if registry.is_issuer(address):
+        registry.revoke_issuer(address)
+        revoked = True
+    with sessions.begin() as session:
+        record = repo.get_issuer(session, address)
+        name = record.name if record is not None else registry.issuer_name(address)
+        if record is not None:
+            session.delete(record)
+    return {"address": address, "name": name, "revoked": revoked, "record_removed": record is not None,
+            "registry": registry.address}
 
 
 def list_issuers(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:

@@ -1,7 +1,9 @@
 """Read side for verification: a card with its leaf and Merkle proof, batches, issuers' track records.
 
 Proofs are assembled from the stored heap array, reading only the O(log n) nodes on the card's path.
-Nothing here decrypts a code; `check_code` compares keyed commitments in constant time.
+Nothing here decrypts a code; `check_code` compares keyed commitments in constant time, after reading the typed
+code by its batch's rule (``issuer.codes.typed_code``: a generated code as its format intends, case, spaces,
+dashes and Crockford's aliases ignored; an imported one exactly, or folded when it was imported so).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from issuer.codes import typed_code
 from issuer.core import commitment
 from issuer.core.commitment import derive_batch_keys, derive_opening
 from issuer.core.errors import InvalidProof
@@ -141,8 +144,10 @@ def opening_of(master_key: MasterKey, card: Card) -> bytes:
 
 
 def code_matches(master_key: MasterKey, card: Card, code: str) -> bool:
-    """Whether `code` is the secret code of this (loaded) card (constant-time comparison)."""
-    return commitment.opens(code, opening_of(master_key, card), int(card.batch.code_form),
+    """Whether `code`, as typed, is the secret code of this (loaded) card (constant-time comparison of the
+    commitment to the code read by the batch's rule)."""
+    batch = card.batch
+    return commitment.opens(typed_code(code, batch.code_format), opening_of(master_key, card), int(batch.code_form),
                             bytes(card.code_commitment))
 
 

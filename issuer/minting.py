@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from issuer.codes import DEFAULT_FORMAT, CodeFormat, generate_codes
 from issuer.core._fork import run_forked
 from issuer.core.commitment import CODE_DOMAIN, canonical_code, derive_batch_keys, openings
-from issuer.core.errors import CoreError
+from issuer.core.errors import CoreError, InvalidCode
 from issuer.core.keccak import keccak256
 from issuer.core.leaf import (
     CODE_FORM_EXACT,
@@ -44,7 +44,7 @@ from issuer.core.leaf import (
 from issuer.core.merkle import build_tree
 from issuer.core.serial import ALPHABET, CHECK_ALPHABET, SERIAL_BITS, SERIAL_SYMBOLS
 from issuer.csv_import import read_codes_csv
-from issuer.errors import DuplicateCode, InvalidCount
+from issuer.errors import DuplicateCode, InvalidCount, InvalidCsv, IssuerError
 from issuer.products import check_currency, check_sku, parse_expiry, parse_face_value
 from issuer.secrets_store import CodeCipher, MasterKey, code_fingerprints
 from issuer.storage import repository as repo
@@ -69,7 +69,8 @@ class MintRequest:
     codes_csv: Path | None = None
     expires: str | None = None
     code_format: CodeFormat = DEFAULT_FORMAT
-    #: Imported codes only: the leaf's ``codeForm`` (exact unless the import says otherwise).
+    #: Imported codes only: the leaf's ``codeForm`` (exact unless the import says otherwise:
+    #: ``CODE_FORM_FOLDED``, ``cardproof mint --codes-from FILE --codes-normalize``).
     imported_code_form: int = CODE_FORM_EXACT
 
 
@@ -202,6 +203,41 @@ def manifest_hash(m: dict[str, Any]) -> bytes:
     return keccak256(json.dumps(m, sort_keys=True, separators=(",", ":")).encode())
 
 
+# --- the issuer role ------------------------------------------------------------------------------
+
+
+class NotAnIssuer(IssuerError, PermissionError):
+    """The account minting is not an approved issuer in the registry: its batches could never be anchored."""
+
+    code = "not_issuer"
+    http_status = 403
+
+
+def check_issuer_role(registry: Callable[[], Any] | None, address: str) -> str | None:
+    """Check before minting that ``address`` holds ISSUER_ROLE in the registry (``registry()`` builds it), so that
+    a batch is not minted only to be refused at ``anchor``. Raises NotAnIssuer when the chain says it does not.
+
+    Returns None when the role was confirmed, else a one-line note of why it was not checked: ``registry`` None
+    (minting offline, or no chain configured), no registry deployed on the chain, or a chain that does not
+    answer. Minting needs no chain; ``cardproof anchor`` checks the role again in any case."""
+    from chain.errors import ChainUnreachable, NotDeployed
+
+    later = "`cardproof anchor` checks it"
+    if registry is None:
+        return f"the issuer role of {address} was not checked (offline, or no chain configured); {later}"
+    try:
+        reg = registry()
+        if reg.is_issuer(address):
+            return None
+    except NotDeployed:
+        return f"no registry is deployed on the configured chain: the issuer role was not checked; {later}"
+    except ChainUnreachable:
+        return f"the chain does not answer: the issuer role of {address} was not checked; {later}"
+    raise NotAnIssuer(f"{address} is not an approved issuer in the registry {reg.address} (no ISSUER_ROLE): its "
+                      "batches could not be anchored; nothing was minted. The platform approves issuers "
+                      "(`cardproof issuer add`)")
+
+
 # --- minting -------------------------------------------------------------------------------------
 
 #: Below this many cards ``workers > 1`` is ignored: forking costs more than it saves.
@@ -224,12 +260,21 @@ def _resolve_codes(request: MintRequest) -> tuple[list[str], list[int] | None]:
     return generate_codes(count, request.code_format), None
 
 
-def _check_in_file_duplicates(codes: list[str], lines: list[int] | None) -> None:
+def _check_in_file_duplicates(codes: list[str], lines: list[int] | None, code_form: int = CODE_FORM_EXACT) -> None:
     """Two equal codes in one import, naming both lines. Codes are stripped, so equal codes are exactly
-    those with equal fingerprints (``secrets_store.code_fingerprint`` strips, then HMACs)."""
-    first_seen: dict[str, int] = {}
+    those with equal fingerprints (``secrets_store.code_fingerprint`` strips, then HMACs). Codes read folded
+    (``--codes-normalize``) are equal when they fold alike (``ab-1`` and ``AB1`` are one code to a cashier), and
+    one that folds to nothing (``--``) is refused."""
+    first_seen: dict[bytes | str, int] = {}
     for i, code in enumerate(codes):
-        j = first_seen.setdefault(code, i)
+        key: bytes | str = code
+        if code_form != CODE_FORM_EXACT:
+            try:
+                key = canonical_code(code, code_form)
+            except InvalidCode as exc:
+                raise InvalidCsv(lines[i] if lines else None, f"invalid code once case, spaces and dashes are "
+                                                              f"ignored: {exc}") from None
+        j = first_seen.setdefault(key, i)
         if j != i:
             raise DuplicateCode(lines[i] if lines else None, lines[j] if lines else None)
 
@@ -359,7 +404,7 @@ def mint_batch(
 
     codes, lines = _resolve_codes(request)
     if lines is not None:
-        _check_in_file_duplicates(codes, lines)
+        _check_in_file_duplicates(codes, lines, request.imported_code_form)
     n = len(codes)
     progress("codes", n, n)
     timings["codes_s"] = time.perf_counter() - t0
@@ -406,6 +451,9 @@ def mint_batch(
                 secret_ct=master_key.wrap_batch_secret(batch_id, batch_secret),
                 code_form=code_form,
             )
+            # How a typed code of this batch is read (issuer.codes.typed_code): by the generated codes' format;
+            # imported codes as their code form says.
+            batch.code_format = request.code_format.to_json() if lines is None else None
             step = max(n // 100, 10_000)
             cols = (serials, cards.ciphertexts, cards.commitments, cards.fingerprints, tree_pos)
 

@@ -160,7 +160,8 @@ def _wait_for_claim(sessions: sessionmaker[Session], card_id: int, marker: str) 
 
 def redeem_card(sessions: sessionmaker[Session], master_key: MasterKey, registry: Registry, serial_text: str,
                 code: str, redeemed_by: str) -> RedeemResult:
-    """Redeem card `serial_text` with its secret `code` on behalf of `redeemed_by`."""
+    """Redeem card `serial_text` with its secret `code` on behalf of `redeemed_by`. The code is read as typed by its
+    batch's rule (``issuer.lookup.code_matches``): a generated code whatever its case, spaces and dashes."""
     serial = canonical_serial(serial_text)
     for _round in range(3):
         with sessions() as session:

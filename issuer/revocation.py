@@ -3,8 +3,12 @@
 Each revocation is a recorded act (``issuer.acts``, kind ``revoke``, payload: the card indices and the reason),
 its transaction hash stored before broadcast. A rerun settles from the chain: a revocation mined after the
 process died is recorded (with the reason the act holds); one the chain lost (a reorg, a rollback, a node
-crash) is sent again, even though the database already says revoked. A card revoked both in the database and
-on chain is refused (``CardRevoked``) before anything is sent.
+crash) is sent again, even though the database already says revoked.
+
+A card revoked both in the database and on chain (or in a revoked batch) is refused (``CardRevoked``) before
+anything is sent; or, with ``repeat_ok`` (``cardproof revoke``: a repeated command behaves like ``anchor``), reported
+``already`` revoked (with the reason recorded first), nothing sent for it, and the others given with it revoked. A
+card whose revocation a live process is sending now is refused either way.
 """
 
 from __future__ import annotations
@@ -63,16 +67,21 @@ class RevokeResult:
     indices: list[int]
     reason: int
     tx_hash: str
+    #: True: these cards were revoked already (``reason``: the one recorded then); nothing was sent for them.
+    already: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def revoke_serials(sessions: sessionmaker[Session], registry: Registry, serials: list[str],
-                   reason: RevokeReason) -> list[RevokeResult]:
-    """Revoke cards by serial: one transaction per batch. Validates everything before sending anything."""
+                   reason: RevokeReason, *, repeat_ok: bool = False) -> list[RevokeResult]:
+    """Revoke cards by serial: one transaction per batch. Validates everything before sending anything.
+    ``repeat_ok``: cards revoked already are results with ``already`` set, not a CardRevoked."""
     by_batch: dict[str, dict[int, str]] = defaultdict(dict)  # batch id -> card index -> display serial
     batch_pks: dict[str, int] = {}
+    # (batch id, recorded reason) -> card index -> display serial, of cards revoked already
+    already: dict[tuple[str, int], dict[int, str]] = defaultdict(dict)
     with sessions() as session:
         for text in serials:
             card = repo.get_card_by_serial(session, text)
@@ -85,9 +94,16 @@ def revoke_serials(sessions: sessionmaker[Session], registry: Registry, serials:
                 raise NotBatchIssuer(f"card {serial} belongs to issuer {batch.issuer_address}, "
                                      f"not {registry.client.address}")
             if batch.revoked:
-                raise CardRevoked(serial, batch.revoke_reason)
-            if card.revoked and (registry.is_revoked(batch.batch_id_bytes, card.index)
-                                 or _in_flight(session, batch.batch_id, card.index)):
+                if not repeat_ok:
+                    raise CardRevoked(serial, batch.revoke_reason)
+                already[(batch.batch_id, int(batch.revoke_reason or 0))][card.index] = serial
+                continue
+            if card.revoked and registry.is_revoked(batch.batch_id_bytes, card.index):
+                if not repeat_ok:
+                    raise CardRevoked(serial, card.revoke_reason)
+                already[(batch.batch_id, int(card.revoke_reason or 0))][card.index] = serial
+                continue
+            if card.revoked and _in_flight(session, batch.batch_id, card.index):
                 raise CardRevoked(serial, card.revoke_reason)
             # Revoked in the database only: the chain lost it; it is sent again.
             by_batch[batch.batch_id][card.index] = serial
@@ -106,6 +122,10 @@ def revoke_serials(sessions: sessionmaker[Session], registry: Registry, serials:
         if todo:
             tx_hash = send_revocation(sessions, registry, batch_id, batch_pks[batch_id], todo, int(reason))
         results.append(RevokeResult(batch_id, [entries[i] for i in indices], indices, int(reason), tx_hash))
+    for (batch_id, recorded), entries in already.items():
+        indices = sorted(set(entries) - set(by_batch.get(batch_id, {})))
+        if indices:
+            results.append(RevokeResult(batch_id, [entries[i] for i in indices], indices, recorded, "", already=True))
     return results
 
 

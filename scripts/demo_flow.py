@@ -22,13 +22,23 @@ and in the published batch dump (docs/two-sides.md).
    image decodes to the public URL, the public side answers authentic, the holder's code and opening open the
    served leaf, the supplier's redemption service redeems a card typed in lower case without dashes, the
    public side then says redeemed)
+
+Before it starts anything it checks that its ports (PORT and PORT+100) are free: a busy one ends it at once with a
+hint to pick another with --port. Whatever it started (the local chain, unless one was already running for this
+home, both services, the supplier's node) it stops on every way out: the end of --once, Ctrl-C, SIGTERM or SIGHUP,
+an error. `--once` runs in an environment of its own (no CARDPROOF_* variable of the caller reaches it) and removes
+its temporary folder, which holds plaintext codes, on every way out too.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
+import shutil
+import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -53,6 +63,18 @@ class DemoFailure(Exception):
     pass
 
 
+class PortBusy(Exception):
+    """A port the demo would serve on is taken (the message says which, and how to pick another)."""
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C, so that everything started is stopped."""
+
+
+def _stop_on_signal(signum: int, _frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
 def check(condition: bool, what: str) -> None:
     if not condition:
         raise DemoFailure(what)
@@ -60,11 +82,61 @@ def check(condition: bool, what: str) -> None:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:``port`` now (as uvicorn binds: with SO_REUSEADDR)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def check_ports(port: int) -> None:
+    """Raise :class:`PortBusy` unless the public API's ``port`` and the redemption service's ``port + 100`` are
+    free, naming a --port that would do."""
+    if not 0 < port <= 65_435:
+        raise PortBusy(f"--port {port} is out of range (1..65435; the redemption service takes port + 100)")
+    busy = [p for p in (port, port + 100) if not port_is_free(p)]
+    if not busy:
+        return
+    other = next((p for p in range(port + 1, min(port + 100, 65_436)) if port_is_free(p) and port_is_free(p + 100)),
+                 None)
+    hint = f"scripts/demo --port {other}" if other else "scripts/demo --port PORT"
+    raise PortBusy(f"port {busy[0]} on 127.0.0.1 is in use (the demo serves on --port {port} and {port + 100}); "
+                   f"pick another with --port, e.g. {hint}")
+
+
+def use_clean_environment(home: Path, port: int) -> None:
+    """--once: no CARDPROOF_* setting of the caller's (a private key, a database, a Redis, a node config, ...)
+    reaches the demo; it runs on these alone. Settings names are case-insensitive, so is the sweep."""
+    for name in [n for n in os.environ if n.upper().startswith("CARDPROOF_")]:
+        del os.environ[name]
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    os.environ.update(CARDPROOF_HOME=str(home), CARDPROOF_RPC_URL="eth-tester",
+                      CARDPROOF_MASTER_KEY=secrets.token_hex(32), CARDPROOF_PUBLIC_URL=f"http://127.0.0.1:{port}")
+
+
+def stop_server(server) -> None:  # noqa: ANN001 - a ThreadServer or a subprocess.Popen
+    """Stop a server the demo started (a thread, or a process: SIGTERM, then SIGKILL after 10 s)."""
+    import subprocess
+
+    if isinstance(server, ThreadServer):
+        server.stop()
+        return
+    if server.poll() is None:
+        server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 class ThreadServer:
@@ -103,32 +175,43 @@ def start_process(argv: list[str], env: dict[str, str], health_url: str, what: s
 
     proc = subprocess.Popen(argv, env=env)
     deadline = time.monotonic() + 60
-    while True:
+    try:
+        while True:
+            try:
+                if httpx.get(health_url, timeout=1).status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise DemoFailure(f"{what} did not start ({' '.join(argv[1:])})")
+            time.sleep(0.2)
+    except BaseException:  # not started, or interrupted while starting: never left running
+        proc.terminate()
         try:
-            if httpx.get(health_url, timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.terminate()
-            raise DemoFailure(f"{what} did not start ({' '.join(argv[1:])})")
-        time.sleep(0.2)
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
 
 
 def run(once: bool, port: int) -> int:
-    if once:
-        home = Path(tempfile.mkdtemp(prefix="cardproof-demo-"))
-        os.environ["CARDPROOF_HOME"] = str(home)
-        os.environ["CARDPROOF_RPC_URL"] = "eth-tester"
-        for name in ("CARDPROOF_DATABASE_URL", "CARDPROOF_PUBLIC_DATABASE_URL", "CARDPROOF_PRIVATE_KEY"):
-            os.environ.pop(name, None)
-        os.environ["CARDPROOF_MASTER_KEY"] = secrets.token_hex(32)
-        port = free_port()
-        os.environ["CARDPROOF_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
-    else:
-        os.environ.setdefault("CARDPROOF_HOME", str(REPO / ".cardproof"))
-    os.environ.setdefault("CARDPROOF_PUBLIC_URL", f"http://127.0.0.1:{port}")
+    """The demo; everything it starts is stopped, and --once's folder removed, when it returns or raises."""
+    with contextlib.ExitStack() as started:
+        if once:
+            home = Path(tempfile.mkdtemp(prefix="cardproof-demo-"))
+            started.callback(shutil.rmtree, home, ignore_errors=True)  # it holds plaintext codes
+            port = free_port()
+            use_clean_environment(home, port)
+        else:
+            check_ports(port)
+            os.environ.setdefault("CARDPROOF_HOME", str(REPO / ".cardproof"))
+            os.environ.setdefault("CARDPROOF_PUBLIC_URL", f"http://127.0.0.1:{port}")
+        return _run(once, port, started)
 
+
+def _run(once: bool, port: int, started: contextlib.ExitStack) -> int:
+    """Steps 1-12; each thing started is pushed on ``started``, which stops it."""
     from chain import local_node
     from chain.client import connect
     from chain.escrow import Escrow, faucet
@@ -147,6 +230,8 @@ def run(once: bool, port: int) -> int:
     if once:
         step(1, "in-process chain (py-evm)")
     elif not settings.rpc_url:
+        if local_node.recorded(settings.home) is None:  # ours to stop; a chain already up (`chain up`) is left
+            started.callback(local_node.stop, settings.home)
         node = local_node.start(settings.home)
         step(1, f"local chain at {node.url} (state in {node.state_path})")
     else:
@@ -174,46 +259,37 @@ def run(once: bool, port: int) -> int:
     step(5, f"anchored root {anchored.root} in block {anchored.anchor_block} (tx {anchored.anchor_tx})")
 
     api = f"http://127.0.0.1:{port}"
-    servers: list = []
-    try:
-        if once:
-            from verify_api.app import create_app
+    servers: list = []  # the server processes (not --once), watched while the demo serves
+    if once:
+        from verify_api.app import create_app
 
-            public = ThreadServer(create_app(settings), port)
-            public.start()
-            servers.append(public)
-            where = f"in-process public service at {api}"
-        else:
-            from verify_api.cli import secret_env_names
+        public = ThreadServer(create_app(settings), port)
+        started.callback(stop_server, public)
+        public.start()
+        where = f"in-process public service at {api}"
+    else:
+        from verify_api.cli import secret_env_names
 
-            env = {k: v for k, v in os.environ.items() if k not in secret_env_names()}  # it holds no secret
-            servers.append(start_process([str(REPO / ".venv" / "bin" / "cardproof"), "serve", "--port", str(port)],
-                                         env, f"{api}/healthz", "the public service"))
-            where = f"public service (cardproof serve) at {api}"
-        published = publish_batch(rt.sessions, minted.batch_id, api)
-        step(6, f"published the batch's dump to the {where}: {published['cards']} cards, root checked on chain "
-                f"({'stored' if published['stored'] else 'already there'}; database {settings.effective_public_database_url})")
+        env = {k: v for k, v in os.environ.items() if k not in secret_env_names()}  # it holds no secret
+        servers.append(start_process([str(REPO / ".venv" / "bin" / "cardproof"), "serve", "--port", str(port)], env,
+                                     f"{api}/healthz", "the public service"))
+        started.callback(stop_server, servers[-1])
+        where = f"public service (cardproof serve) at {api}"
+    published = publish_batch(rt.sessions, minted.batch_id, api)
+    step(6, f"published the batch's dump to the {where}: {published['cards']} cards, root checked on chain "
+            f"({'stored' if published['stored'] else 'already there'}; "
+            f"database {settings.effective_public_database_url})")
 
-        out = settings.home / "demo" / f"export-{minted.batch_id[2:14]}"
-        exported = export_batch(rt.sessions, rt.master_key, minted.batch_id, out, settings.public_url, force=True)
-        step(7, f"exported {exported.cards} cards: {exported.cards_csv} (serial, index, code, opening, url), "
-                f"QR codes in {exported.qr_dir}")
-        return _settle_and_finish(once, port, settings, rt, admin, platform, issuer, buyer, minted, exported,
-                                  servers)
-    finally:
-        for server in servers:
-            if isinstance(server, ThreadServer):
-                server.stop()
-            else:
-                server.terminate()
-                try:
-                    server.wait(timeout=10)
-                except Exception:  # noqa: BLE001
-                    server.kill()
+    out = settings.home / "demo" / f"export-{minted.batch_id[2:14]}"
+    exported = export_batch(rt.sessions, rt.master_key, minted.batch_id, out, settings.public_url, force=True)
+    step(7, f"exported {exported.cards} cards: {exported.cards_csv} (serial, index, code, opening, url), "
+            f"QR codes in {exported.qr_dir}")
+    return _settle_and_finish(once, port, settings, rt, admin, platform, issuer, buyer, minted, exported, started,
+                              servers)
 
 
 def _settle_and_finish(once, port, settings, rt, admin, platform, issuer, buyer, minted, exported,  # noqa: ANN001
-                       servers) -> int:
+                       started, servers) -> int:
     from chain.escrow import Escrow, faucet
     from chain.registry import Registry
     import time
@@ -290,15 +366,15 @@ def _settle_and_finish(once, port, settings, rt, admin, platform, issuer, buyer,
                  "indices": {i for r in ranges for i in range(r.start, r.stop)}}
         return self_check(settings, rt, registry, exported, rows, issuer.address, settlement, paid, order_id,
                           escrow_admin, trade)
-    import signal
-
     from issuer.service.auth import create_api_key
 
     redeem_port = port + 100
     env = dict(os.environ, CARDPROOF_PRIVATE_KEY="0x" + bytes(issuer.account.key).hex())
-    servers.append(start_process([str(REPO / ".venv" / "bin" / "cardproof"), "issuer", "serve", "--port",
-                                  str(redeem_port)], env, f"http://127.0.0.1:{redeem_port}/healthz",
-                                 "the redemption service"))
+    redemption = start_process([str(REPO / ".venv" / "bin" / "cardproof"), "issuer", "serve", "--port",
+                                str(redeem_port)], env, f"http://127.0.0.1:{redeem_port}/healthz",
+                               "the redemption service")
+    started.callback(stop_server, redemption)
+    servers.append(redemption)
     with rt.sessions.begin() as session:
         key, _ = create_api_key(session, issuer.address, "demo till")
     step(12, f"serving the public API on http://127.0.0.1:{port} (cardproof serve) and the supplier's redemption "
@@ -309,14 +385,17 @@ def _settle_and_finish(once, port, settings, rt, admin, platform, issuer, buyer,
     print(f"   {settings.public_url}/v1/orders/{order_id}    (the order timeline)")
     print(f"   check a card with its code and opening: .venv/bin/cardproof verify {rows[0]['url']}")
     print(f"   redeem: curl -X POST -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' "
-          f"-d '{{\"code\": \"{rows[-1]['code']}\"}}' http://127.0.0.1:{redeem_port}/v1/cards/{rows[-1]['serial']}/redeem")
-    print("   Ctrl-C stops both services; `.venv/bin/cardproof chain down` stops the chain.", flush=True)
+          f"-d '{{\"code\": \"{rows[-1]['code']}\"}}' "
+          f"http://127.0.0.1:{redeem_port}/v1/cards/{rows[-1]['serial']}/redeem")
+    print("   Ctrl-C stops everything the demo started (both services, and the chain if it started it).", flush=True)
     try:
         while all(p.poll() is None for p in servers):
-            signal.pause() if hasattr(signal, "pause") else __import__("time").sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    return 0
+            time.sleep(0.5)
+    except (KeyboardInterrupt, Stopped):
+        return 0
+    gone = next(p for p in servers if p.poll() is not None)
+    print(f"demo: a service exited by itself ({' '.join(gone.args[1:3])}, code {gone.returncode})", file=sys.stderr)
+    return 1
 
 
 def read_cards_csv(path) -> list[dict[str, str]]:  # noqa: ANN001
@@ -328,17 +407,10 @@ def read_cards_csv(path) -> list[dict[str, str]]:  # noqa: ANN001
 
 def self_check(settings, rt, registry, exported, rows, issuer_address, settlement, paid, order_id,  # noqa: ANN001
                escrow, trade) -> int:
-    import warnings
-
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient")
     import httpx
     from eth_utils import keccak
     import sqlalchemy as sa
     import zxingcpp
-
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    from fastapi.testclient import TestClient
     from PIL import Image
 
     from issuer.core.commitment import opens, parse_opening
@@ -349,7 +421,8 @@ def self_check(settings, rt, registry, exported, rows, issuer_address, settlemen
     step(12, "checking the results")
     first = rows[0]
     serial, code, opening = first["serial"], first["code"], first["opening"]
-    check(list(first) == ["serial", "index", "code", "opening", "url"], "cards.csv holds serial, index, code, opening, url")
+    check(list(first) == ["serial", "index", "code", "opening", "url"],
+          "cards.csv holds serial, index, code, opening, url")
     png = Path(exported.qr_dir) / f"{serial}.png"
     decoded = zxingcpp.read_barcodes(Image.open(png))
     check(len(decoded) == 1, "the exported QR image decodes")
@@ -404,7 +477,10 @@ def self_check(settings, rt, registry, exported, rows, issuer_address, settlemen
         key, _ = create_api_key(session, issuer_address, "demo till")
     deps = ServiceDeps(settings=settings, sessions=rt.sessions, master_key=rt.master_key, registry=registry)
     auth = {"Authorization": f"Bearer {key}"}
-    with TestClient(create_app(settings, deps=deps)) as supplier:
+    service = ThreadServer(create_app(settings, deps=deps), free_port())  # `cardproof issuer serve`'s app
+    service.start()
+    try:
+        supplier = httpx.Client(base_url=f"http://127.0.0.1:{service.server.config.port}", timeout=30)
         path = f"/v1/cards/{target['serial']}/redeem"
         wrong = supplier.post(path, json={"code": rows[2]["code"]}, headers=auth)
         check(wrong.status_code == 403, f"a wrong code is refused ({wrong.status_code})")
@@ -416,6 +492,9 @@ def self_check(settings, rt, registry, exported, rows, issuer_address, settlemen
         check(again.status_code == 409, f"a second redemption is refused ({again.status_code})")
         anon = supplier.post(f"/v1/cards/{rows[2]['serial']}/redeem", json={"code": rows[2]["code"]})
         check(anon.status_code == 401, f"redemption needs a key or a signature ({anon.status_code})")
+        supplier.close()
+    finally:
+        service.stop()
     check(registry.is_redeemed(bytes.fromhex(exported.batch_id[2:]), int(target["index"])), "the chain says redeemed")
     # The public side mirrors chain facts: it sees the redemption within its chain poll interval (2 s).
     import time
@@ -434,7 +513,8 @@ def self_check(settings, rt, registry, exported, rows, issuer_address, settlemen
     check(order.sealed_hash == trade["sealed_hash"], "the escrow recorded the sealed delivery's hash with the delivery")
     check(trade["uploaded"], "the public service took the sealed delivery (its hash matched the chain)")
     blob = httpx.get(f"{trade['api']}/v1/orders/{order_id}/delivery").content
-    check(keccak(blob) == order.sealed_hash, "the sealed delivery served by the public service hashes to the chain's record")
+    check(keccak(blob) == order.sealed_hash,
+          "the sealed delivery served by the public service hashes to the chain's record")
     check(not any(r["code"].encode() in blob for r in rows), "the sealed delivery holds no code in plaintext")
     report = trade["received"].report
     check(report.ok and len(report.cards) == ORDER_CARDS, f"the buyer's checks pass for all {ORDER_CARDS} cards")
@@ -455,27 +535,45 @@ def format_serial_of(leaf) -> str:  # noqa: ANN001
     return format_serial(leaf.serial)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--once", action="store_true",
                         help="in-process chain and temporary database; check the results and exit")
-    parser.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
-    args = parser.parse_args()
-    from chain.errors import CardproofError
-    from issuer.core.errors import CoreError
-
+    parser.add_argument("--port", type=int, default=8000,
+                        help="the public API's port (default 8000); the redemption service takes port + 100")
+    # scripts/demo runs this first, before its set-up: arguments and ports only, nothing started or imported.
+    parser.add_argument("--preflight", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
     try:
-        return run(args.once, args.port)
-    except DemoFailure as exc:
-        print(f"demo: check failed: {exc}", file=sys.stderr)
-        return 1
-    except (CardproofError, CoreError) as exc:
+        if args.preflight:
+            if not args.once:
+                check_ports(args.port)
+            return 0
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _stop_on_signal)
+        from chain.errors import CardproofError
+        from issuer.core.errors import CoreError
+
+        try:
+            return run(args.once, args.port)
+        except DemoFailure as exc:
+            print(f"demo: check failed: {exc}", file=sys.stderr)
+            return 1
+        except (CardproofError, CoreError) as exc:
+            print(f"demo: {exc}", file=sys.stderr)
+            return 1
+    except PortBusy as exc:
         print(f"demo: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, Stopped):
+        print("demo: interrupted; everything it started is stopped", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback (everything started is stopped by now)
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"demo: failed: {type(exc).__name__}: {first}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 0
 
 
 if __name__ == "__main__":
-    rc = main()
-    sys.exit(rc)
+    sys.exit(main())

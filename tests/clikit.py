@@ -50,7 +50,11 @@ class Cli:
         assert r.rc != 0, r
         if rc is not None:
             assert r.rc == rc, r
-        assert r.out == "", r
+        if "--json" in [str(a) for a in args] and r.out:  # with --json the error is JSON on stdout too (README)
+            body = json.loads(r.out)
+            assert list(body) == ["error"] and r.err.rstrip("\n").endswith(body["error"]["message"]), r
+        else:
+            assert r.out == "", r
         assert "Traceback" not in r.err and r.err.endswith("\n") and r.err.count("\n") == 1, r.err
         assert r.err.startswith("cardproof"), r.err
         if match is not None:

@@ -12,6 +12,7 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.staticfiles import StaticFiles
 
 from chain.settings import Settings
@@ -63,8 +64,12 @@ def create_app(settings: Settings | None = None, *, deps: AppDeps | None = None)
             await deps.service.reader.close_async()
             await run_in_threadpool(deps.close)
 
-    app = FastAPI(title="cardproof verification API", version="1.0", description=DESCRIPTION,
-                  default_response_class=JSONResponse, lifespan=lifespan, redirect_slashes=False)
+    # /docs (Swagger UI) loads its files from this service (fastapi-offline's, under /static-offline-docs), never
+    # from a CDN: it works with no internet and tells no third party who reads it. No /redoc: ReDoc fetches its logo
+    # from its vendor's CDN (tests/api/test_browser_states.py catches any page that fetches from elsewhere).
+    app = FastAPIOffline(title="cardproof verification API", version="1.0", description=DESCRIPTION,
+                         default_response_class=JSONResponse, lifespan=lifespan, redirect_slashes=False,
+                         redoc_url=None)
     install_error_handlers(app)
     from verify_api.routes import batches, cards, deliveries, health, issuers, orders, pages
 

@@ -217,13 +217,14 @@ def verify(target: Annotated[str | None, typer.Argument(metavar="SERIAL_OR_URL",
            json_out: JsonOpt = False) -> None:
     """Check an API answer about a card against the chain, claim by claim.
 
-    Exit 0: every claim confirmed; 1: a claim contradicted, or an error; 3: some claim unverifiable, none contradicted.
+    Exit 0: every claim confirmed; 1: a claim contradicted, an unknown card (no card has this serial: not genuine,
+    or not published), or an error; 3: some claim unverifiable, none contradicted.
     """
     import sys
 
     from verify_api.errors import VerificationMismatch
     from verify_api.trust import trusted_registry
-    from verify_api.verifier import EXIT_UNVERIFIABLE, Outcome, mismatches, printable, unverifiable
+    from verify_api.verifier import EXIT_UNVERIFIABLE, Outcome, UnknownCard, mismatches, printable, unverifiable
     from verify_api.verifier import verify as check_answer
 
     secret = _read_card_secret(code)
@@ -262,6 +263,11 @@ def verify(target: Annotated[str | None, typer.Argument(metavar="SERIAL_OR_URL",
             say(f"  {c.mark} {c.claim}: {c.detail}")
         if outcome is Outcome.CONFIRMED:
             say(f"all {len(claims)} claims confirmed on chain")
+        elif outcome is Outcome.UNKNOWN:
+            say(f"{shown_serial}: UNKNOWN card: not genuine (or not published); nothing to confirm")
+    if outcome is Outcome.UNKNOWN:
+        raise UnknownCard(f"{shown_serial} is an unknown card: no card with this serial is known ({source}); "
+                          "not genuine, or not published yet")
     if outcome is Outcome.MISMATCH:
         bad = mismatches(claims)
         raise VerificationMismatch(f"{len(bad)} of {len(claims)} claims contradicted by the chain: "

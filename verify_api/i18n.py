@@ -1,8 +1,12 @@
 """Languages of the QR landing page: Accept-Language negotiation, messages, Babel formatting.
 
-Supported: en, zh-CN, es, pt-BR, id, vi, th and ar (right to left). Anything else is English.
+Supported: en, zh-CN (Simplified Chinese), zh-TW (Traditional Chinese), es, pt-BR, id, vi, th and ar (right to
+left). Anything else is English. Chinese goes by script, then region: zh-Hant, zh-TW, zh-HK and zh-MO are
+Traditional; zh-Hans, zh-CN, zh-SG and a bare zh are Simplified. A page's ``?lang=`` (its language switch) wins
+over Accept-Language (:func:`choose`).
 Messages live in ``verify_api/locales/<tag>.json``; numbers, amounts and dates are formatted by
-Babel (CLDR) for the chosen locale.
+Babel (CLDR) for the chosen locale. In right-to-left pages an amount is written "25.00 USD" (number, then ISO
+code), which the templates isolate left to right (``<bdi dir="ltr">``).
 """
 
 from __future__ import annotations
@@ -20,18 +24,21 @@ from babel import Locale
 from babel.dates import format_date, format_datetime
 from babel.numbers import format_currency, format_decimal, get_currency_precision
 
-__all__ = ["LANGUAGES", "DEFAULT", "RTL", "Translator", "negotiate", "translator"]
+__all__ = ["LANGUAGES", "DEFAULT", "RTL", "Translator", "choose", "negotiate", "translator"]
 
 LOCALES_DIR = Path(__file__).resolve().parent / "locales"
-LANGUAGES = ("en", "zh-CN", "es", "pt-BR", "id", "vi", "th", "ar")
+LANGUAGES = ("en", "zh-CN", "zh-TW", "es", "pt-BR", "id", "vi", "th", "ar")
 DEFAULT = "en"
 RTL = frozenset({"ar"})
 #: Our tag -> Babel locale.
-_BABEL = {"en": "en", "zh-CN": "zh_Hans_CN", "es": "es", "pt-BR": "pt_BR", "id": "id", "vi": "vi", "th": "th",
-          "ar": "ar"}
+_BABEL = {"en": "en", "zh-CN": "zh_Hans_CN", "zh-TW": "zh_Hant_TW", "es": "es", "pt-BR": "pt_BR", "id": "id",
+          "vi": "vi", "th": "th", "ar": "ar"}
 #: Primary language subtag -> our tag (a region/script of a supported language maps to it).
 _PRIMARY = {"en": "en", "zh": "zh-CN", "es": "es", "pt": "pt-BR", "id": "id", "in": "id", "vi": "vi", "th": "th",
             "ar": "ar"}
+#: Chinese subtags (script or region, lower case) that mean Traditional characters.
+_TRADITIONAL = frozenset({"hant", "tw", "hk", "mo"})
+_BY_LOWER = {lang.lower(): lang for lang in LANGUAGES}
 _RANGE = re.compile(r"^[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*$|^\*$")
 
 
@@ -59,10 +66,33 @@ def negotiate(accept_language: str | None) -> str:
     for _q, _pos, tag in sorted(ranked):
         if tag == "*":
             return DEFAULT
-        lang = _PRIMARY.get(tag.split("-")[0].lower())
+        lang = _language_of(tag)
         if lang is not None:
             return lang
     return DEFAULT
+
+
+def _language_of(tag: str) -> str | None:
+    """Our language for one language tag, or None."""
+    parts = tag.lower().split("-")
+    lang = _PRIMARY.get(parts[0])
+    if lang == "zh-CN":
+        for sub in parts[1:]:
+            if sub in ("hans", "cn", "sg"):
+                return "zh-CN"
+            if sub in _TRADITIONAL:
+                return "zh-TW"
+    return lang
+
+
+def choose(requested: str | None, accept_language: str | None) -> str:
+    """The page's language: ``requested`` (a page's ``?lang=``, one of :data:`LANGUAGES`, any case) if
+    supported, else :func:`negotiate` on Accept-Language."""
+    if requested:
+        lang = _BY_LOWER.get(requested.strip().lower()[:16])
+        if lang is not None:
+            return lang
+    return negotiate(accept_language)
 
 
 @functools.cache
@@ -120,9 +150,14 @@ class Translator:
         return "" if value is None else format_decimal(value, locale=self.locale)
 
     def money(self, minor_units: int, currency: str) -> str:
+        """A face value: "$25.00" in English; "25.00 USD" (number, then ISO code) in right-to-left pages, where
+        CLDR's pattern would put a right-to-left mark and a symbol around the number."""
         try:
             digits = get_currency_precision(currency)
-            return format_currency(Decimal(minor_units).scaleb(-digits), currency, locale=self.locale)
+            value = Decimal(minor_units).scaleb(-digits)
+            if self.rtl:
+                return format_currency(value, currency, format="#,##0.00 ¤¤", locale="en", currency_digits=True)
+            return format_currency(value, currency, locale=self.locale)
         except Exception:  # noqa: BLE001 - an odd currency must not break the page
             return f"{minor_units} {currency} (minor units)"
 

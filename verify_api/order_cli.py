@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from web3 import Web3
 
 from chain.cli_output import emit_json, say
 from chain.errors import ChainError, InvalidDeliveryDeadline, InvalidDisputeWindow, NotDeployed, OrderNotFound
-from chain.escrow_view import TokenMeta, format_duration, order_json, parse_duration, token_meta
+from chain.escrow_view import TokenMeta, format_duration, format_time, order_json, parse_duration, token_meta
 
 __all__ = ["InvalidArgument", "NotDevChain", "order_app", "register"]
 
@@ -79,9 +78,10 @@ def _ctx() -> _Ctx:
 
 
 def _address(text: str, what: str) -> str:
-    if not Web3.is_address(text or ""):
-        raise InvalidArgument(f"{what}: {text!r} is not an address (0x + 40 hex digits)")
-    return Web3.to_checksum_address(text)
+    """The checksummed address; AddressError (one line) for a malformed one or a wrong EIP-55 checksum."""
+    from chain.addresses import parse_address  # eth-utils: loaded by the commands, not by --help
+
+    return parse_address(text, what)
 
 
 def _tx(receipt: Any) -> str:
@@ -105,9 +105,7 @@ def _order(escrow: Any, order_id: int) -> Any:
 
 
 def _when(timestamp: int) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(int(timestamp), dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return format_time(timestamp)
 
 
 def _human_order(info: dict[str, Any]) -> list[str]:
@@ -119,9 +117,14 @@ def _human_order(info: dict[str, Any]) -> list[str]:
               f"(fee {info['fee_bps'] / 100:g}%)"),
              (f"  deliver by {_when(info['delivery_deadline'])}; "
               f"dispute window {format_duration(info['dispute_window'])}")]
+    if info.get("min_expiry"):
+        lines.append(f"  cards valid at least until {_when(info['min_expiry'])}")
     if info["delivery"]:
         ranges = ", ".join(f"{r['start']}..{r['start'] + r['length'] - 1}" for r in info["delivery"]["ranges"])
         lines.append(f"  delivered {_when(info['delivered_at'])}: batch {info['delivery']['batch_id']} cards {ranges}")
+        lines.append(f"  dispute window ends {_when(info['dispute_window_end'])}")
+    if info.get("dispute_deadline"):
+        lines.append(f"  dispute deadline {_when(info['dispute_deadline'])} (then the default outcome applies)")
     return lines
 
 
@@ -171,12 +174,12 @@ def _expiry_arg(text: str | None) -> int:
     if not text:
         return 0
     raw = text.strip()
-    if raw.isdigit():
-        return int(raw)
+    if raw.isdigit():  # "2027" is a year, "1796195400" a Unix time: a bare number is not what people mean
+        raise InvalidArgument(f"--min-expiry: {text!r} is a bare number; give a date, YYYY-MM-DD (like 2027-12-31)")
     try:
         day = dt.date.fromisoformat(raw)
     except ValueError:
-        raise InvalidArgument(f"--min-expiry: {text!r} is not a date (YYYY-MM-DD) or a Unix time") from None
+        raise InvalidArgument(f"--min-expiry: {text!r} is not a date (YYYY-MM-DD)") from None
     return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
 
 
@@ -198,7 +201,8 @@ def order_open(
     supplier: Annotated[str, typer.Option(help="The supplier's address (an issuer of the registry).")],
     quantity: Annotated[int, typer.Option(min=1, help="Number of cards.")],
     unit_price: Annotated[str, typer.Option("--unit-price", help="Price of one card in token units, e.g. 9.50.")],
-    deadline: Annotated[str, typer.Option(help="Delivery deadline from now: 3d, 12h, 1d12h, ...")] = "3d",
+    deadline: Annotated[str, typer.Option(help="Delivery deadline from now, with its unit: 3d, 12h, 1d12h, "
+                                               "90m (a bare number is refused).")] = "3d",
     dispute_window: Annotated[str, typer.Option("--dispute-window", help="Time the buyer has to dispute a "
                                                                         "delivery: 1d, 12h, ...")] = "1d",
     permit: Annotated[bool, typer.Option("--permit", help="Approve with an EIP-2612 permit signed here, in the "
@@ -219,15 +223,18 @@ def order_open(
 ) -> None:
     """Open and fund an order for cards of one product (approve + open, or one transaction with --permit). The
     supplier seals the codes to your seal key; `order receive` fetches and checks them."""
-    ctx = _ctx()
+    # What needs no chain is checked first: a bad address, key or duration sends (and reads) nothing.
     supplier_addr = _address(supplier, "--supplier")
     min_expiry_s = _expiry_arg(min_expiry)
     key = _seal_key_arg(seal_key)
+    deadline_s = parse_duration(deadline, what="--deadline")
+    window_s = parse_duration(dispute_window, what="--dispute-window")
+    if token is not None:
+        _address(token, "--token")
+    ctx = _ctx()
     product_id, spec = _product_id(ctx.client, ctx.escrow, sku, face_value, currency, product)
     meta = ctx.token(token)
     price = meta.parse(unit_price, what="--unit-price")
-    deadline_s = parse_duration(deadline, what="--deadline")
-    window_s = parse_duration(dispute_window, what="--dispute-window")
     escrow = ctx.escrow
     client = ctx.client
     now = int(client.w3.eth.get_block("latest")["timestamp"])
@@ -267,11 +274,26 @@ def order_open(
         f"(tx {out['tx']})")
 
 
+def _confirmed_already(order: Any, account: str) -> bool:
+    """A repeated `order confirm` by the order's buyer: like `anchor`, it says so and sends nothing. Any other state
+    is for the chain to answer (a released or resolved order refuses a confirmation: exit 1)."""
+    from chain.escrow import OrderStatus
+
+    return order.status == OrderStatus.CONFIRMED and order.buyer.lower() == account.lower()
+
+
 def _settled(command: str, order_id: int, json_out: bool) -> None:
     ctx = _ctx()
     escrow = ctx.escrow
     order = _order(escrow, order_id)
     meta = token_meta(ctx.client, order.token)
+    if command == "confirm" and _confirmed_already(order, ctx.client.address):
+        out = {"order_id": order_id, "tx": None, "status": "confirmed", "already": True}
+        if json_out:
+            emit_json(out)
+        else:
+            say(f"order {order_id} already confirmed; nothing sent")
+        return
     result = escrow.confirm(order_id) if command == "confirm" else escrow.release(order_id)
     out = {"order_id": order_id, "tx": _tx(result.receipt),
            "status": "confirmed" if command == "confirm" else "released",
@@ -288,7 +310,8 @@ def _settled(command: str, order_id: int, json_out: bool) -> None:
 
 @order_app.command("confirm")
 def order_confirm(order_id: OrderArg, json_out: JsonOpt = False) -> None:
-    """Accept a delivery (buyer) and settle: the supplier is credited, revoked cards are refunded."""
+    """Accept a delivery (buyer) and settle: the supplier is credited, revoked cards are refunded. Run again on the
+    confirmed order, it says so and sends nothing."""
     _settled("confirm", order_id, json_out)
 
 
@@ -345,9 +368,7 @@ def order_withdraw_dispute(order_id: OrderArg, json_out: JsonOpt = False) -> Non
 
 
 def _date(ts: int) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(int(ts), dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if ts else "-"
+    return format_time(ts)
 
 
 @order_app.command("resolve")
@@ -420,16 +441,18 @@ FileOpt = Annotated[Path | None, typer.Option("--file", help="Read the sealed de
 
 
 def _seal_private_key(ctx: _Ctx, key_file: Path | None) -> bytes:
-    """The buyer's seal key: the account key, or the private key (hex) in ``key_file`` for a key named at opening."""
-    from verify_api.order_receive import parse_key_hex
+    """The buyer's seal key: the account key, or the private key (hex) in ``key_file`` for a key named at opening.
+    A key of the wrong length or outside the secp256k1 range is refused in one line that never shows it."""
+    from chain.private_keys import parse_private_key
 
     if key_file is None:
         return bytes(ctx.client.account.key)
     try:
         text = key_file.read_text()
-    except OSError as exc:
-        raise InvalidArgument(f"--seal-key-file: cannot read {key_file}: {exc.strerror}") from None
-    return parse_key_hex(text, "--seal-key-file")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or "not a text file"
+        raise InvalidArgument(f"--seal-key-file: cannot read {key_file}: {why}") from None
+    return parse_private_key(text, f"--seal-key-file: the key in {key_file}")
 
 
 def _registry(ctx: _Ctx, escrow: Any) -> Any:
@@ -643,6 +666,35 @@ def order_show(order_id: OrderArg, json_out: JsonOpt = False) -> None:
         return
     for line in _human_order(info):
         say(line)
+
+
+@order_app.command("list")
+def order_list(
+    buyer: Annotated[str | None, typer.Option("--buyer", help="Orders of this buyer ('me': the account).")] = None,
+    supplier: Annotated[str | None, typer.Option("--supplier", help="Orders to this supplier ('me': the "
+                                                                    "account).")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="Only orders in this status (funded, delivered, "
+                                                                "disputed, confirmed, released, resolved, "
+                                                                "cancelled).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the escrow's orders as the chain holds them (id, buyer, supplier, product, quantity, amount, status,
+    delivery deadline): the buyer's, the supplier's or, unfiltered, all (the platform)."""
+    from verify_api.order_list import list_orders, parse_status
+
+    wanted = parse_status(status)
+    ctx = _ctx()
+    who = {name: (ctx.client.address if text.strip().lower() == "me" else _address(text, f"--{name}"))
+           for name, text in (("buyer", buyer), ("supplier", supplier)) if text is not None}
+    escrow = ctx.escrow
+    rows = list_orders(escrow, _registry(ctx, escrow), status=wanted, from_block=_escrow_block(ctx), **who)
+    if json_out:
+        emit_json([r.to_json() for r in rows])
+        return
+    for row in rows:
+        say(row.line())
+    if not rows:
+        say("no orders")
 
 
 def faucet_command(

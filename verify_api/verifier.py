@@ -22,7 +22,8 @@ mismatch whatever the answer says; a name that differs from the chain's is a mis
 on chain is unverifiable.
 
 :func:`exit_status`: 0 when every claim is confirmed, 1 on any mismatch, 3 when nothing is contradicted but
-some claim is unverifiable.
+some claim is unverifiable. An ``unknown`` answer (no card has this serial, and no leaf is offered) is not a card
+at all: :attr:`Verification.outcome` is ``unknown``, exit 1 (``EXIT_UNKNOWN``), never "confirmed".
 
 The card's code and opening (:class:`CardSecret`) are only ever passed to
 :func:`issuer.core.commitment.opens`: they appear in no claim, message or ``repr``.
@@ -47,26 +48,37 @@ from issuer.core.merkle import process_proof
 from issuer.core.serial import format_serial, parse_serial
 from verify_api.verdict import hex_bytes
 
-__all__ = ["EXIT_CONFIRMED", "EXIT_MISMATCH", "EXIT_UNVERIFIABLE", "CardSecret", "Claim", "InvalidCardSecret",
-           "Outcome", "Verification", "exit_status", "mismatches", "overall", "printable", "read_card_secret",
-           "unverifiable",
+__all__ = ["EXIT_CONFIRMED", "EXIT_MISMATCH", "EXIT_UNKNOWN", "EXIT_UNVERIFIABLE", "CardSecret", "Claim",
+           "InvalidCardSecret", "Outcome", "UnknownCard", "Verification", "exit_status", "mismatches", "overall",
+           "printable", "read_card_secret", "unverifiable",
            "verify", "verify_answer"]
 
 #: Exit status of `cardproof verify`: every claim confirmed.
 EXIT_CONFIRMED = 0
 #: Some claim is contradicted by the chain (also any error: one line on stderr).
 EXIT_MISMATCH = 1
-#: Nothing is contradicted, but the chain cannot confirm some claim (unknown or unanchored card, no name on chain).
+#: Nothing is contradicted, but the chain cannot confirm some claim (unanchored card, no name on chain).
 EXIT_UNVERIFIABLE = 3
+#: The answer knows no card with this serial: not a genuine card (or not published), like a contradiction.
+EXIT_UNKNOWN = 1
 
 
 class Outcome(str, Enum):
     CONFIRMED = "confirmed"
     MISMATCH = "mismatch"
     UNVERIFIABLE = "unverifiable"
+    #: Of a whole verification only (never of a claim): no card has this serial.
+    UNKNOWN = "unknown"
 
 
-_MARK = {Outcome.CONFIRMED: "✓", Outcome.MISMATCH: "✗", Outcome.UNVERIFIABLE: "?"}
+_MARK = {Outcome.CONFIRMED: "✓", Outcome.MISMATCH: "✗", Outcome.UNVERIFIABLE: "?", Outcome.UNKNOWN: "✗"}
+
+
+class UnknownCard(CardproofError):
+    """`cardproof verify` of a serial no card has: not a genuine card, or one not published."""
+
+    code = "unknown_card"
+
 
 _CHAIN_VERDICT = {CardStatus.VALID: "authentic", CardStatus.REVOKED: "revoked", CardStatus.REDEEMED: "redeemed",
                   CardStatus.EXPIRED: "expired"}
@@ -167,14 +179,18 @@ class Verification:
     issuer_has_role: bool | None = None
     #: The issuer's name on chain; "" when the chain has none, None when not read.
     issuer_name: str | None = None
+    #: The answer says no card has this serial ('unknown', no leaf): there is no card to confirm.
+    unknown: bool = False
 
     @property
     def outcome(self) -> Outcome:
-        return overall(self.claims)
+        """``unknown`` for an unknown card (unless a claim is contradicted), else :func:`overall` of the claims."""
+        outcome = overall(self.claims)
+        return Outcome.UNKNOWN if self.unknown and outcome is not Outcome.MISMATCH else outcome
 
     @property
     def exit_status(self) -> int:
-        return exit_status(self.claims)
+        return EXIT_UNKNOWN if self.outcome is Outcome.UNKNOWN else exit_status(self.claims)
 
     def to_json(self) -> dict[str, Any]:
         return {"outcome": self.outcome.value, "confirmed": self.outcome is Outcome.CONFIRMED,
@@ -282,8 +298,9 @@ def verify(answer: dict[str, Any], registry: Registry, *, serial: str | None = N
     value = _get(answer, "proof", "value") or []
     if not value:
         if verdict == "unknown":
-            c.add("the verdict 'unknown'", Outcome.UNVERIFIABLE, "the answer offers no leaf: the chain cannot "
-                  "confirm that no card has this serial (an absence is not on chain)")
+            result.unknown = True
+            c.add("the verdict 'unknown'", Outcome.UNVERIFIABLE, "the answer offers no leaf: no card with this "
+                  "serial is known, so there is nothing to confirm (and an absence is not on chain)")
         else:
             c.add(f"the verdict {printable(verdict, 30)}", Outcome.MISMATCH, "the answer offers no leaf and proof: a "
                   "card that is not 'unknown' must come with them")

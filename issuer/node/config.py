@@ -4,16 +4,20 @@ File: ``--config FILE``, else ``CARDPROOF_NODE_CONFIG``, else ``$CARDPROOF_HOME/
 file may put them at top level or under ``[node]``)::
 
     public_urls   = ["https://cards.example"]   # where sealed deliveries are published (default: CARDPROOF_PUBLIC_URL)
-    poll_interval = 0.5                         # seconds between passes over the chain
+    escrow        = "0x..."                     # the CardEscrow to watch (default: the one `cardproof deploy` recorded)
+    poll_interval = 0.5                         # SECONDS between passes over the chain (a number: 0.5 is half a second)
     workers       = 16                          # orders fulfilled at once
     low_stock     = 100                         # stock.low fires when a product's available cards fall below it
     confirmations = 0                           # blocks on top of an OrderOpened before it is handled
     reorg_depth   = 12                          # blocks re-read every pass (reorganised-away orders are seen)
     start_block   = 0                           # first block to read OrderOpened from (default: 0)
 
-Environment (used for what the file does not say): CARDPROOF_NODE_PUBLIC_URLS (comma list),
-CARDPROOF_NODE_POLL_INTERVAL, CARDPROOF_NODE_WORKERS, CARDPROOF_NODE_LOW_STOCK, CARDPROOF_NODE_CONFIRMATIONS,
-CARDPROOF_NODE_REORG_DEPTH, CARDPROOF_NODE_START_BLOCK. A bad value is a one-line :class:`NodeConfigError`.
+Environment (used for what the file does not say): CARDPROOF_NODE_PUBLIC_URLS (comma list), CARDPROOF_NODE_ESCROW,
+CARDPROOF_NODE_POLL_INTERVAL (seconds), CARDPROOF_NODE_WORKERS, CARDPROOF_NODE_LOW_STOCK,
+CARDPROOF_NODE_CONFIRMATIONS, CARDPROOF_NODE_REORG_DEPTH, CARDPROOF_NODE_START_BLOCK. A bad value is a one-line
+:class:`NodeConfigError`: an address must be 0x + 40 hex digits with a right EIP-55 checksum if it has mixed case
+(chain/addresses.py); ``poll_interval`` is the one duration and its name says its unit: a number of seconds
+(``0.2``), or with the unit said (``0.2s``, ``200ms``).
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chain.addresses import address_problem, parse_address
 from chain.errors import ConfigError
 
 ENV_PREFIX = "CARDPROOF_NODE_"
-KEYS = ("public_urls", "poll_interval", "workers", "low_stock", "confirmations", "reorg_depth", "start_block")
+KEYS = ("public_urls", "escrow", "poll_interval", "workers", "low_stock", "confirmations", "reorg_depth",
+        "start_block")
 
 
 class NodeConfigError(ConfigError):
@@ -37,6 +43,9 @@ class NodeConfigError(ConfigError):
 @dataclass(frozen=True)
 class NodeConfig:
     public_urls: tuple[str, ...] = ()
+    #: The CardEscrow to watch (checksummed); None: the deployment recorded for this chain.
+    escrow: str | None = None
+    #: Seconds between passes over the chain.
     poll_interval: float = 0.5
     workers: int = 16
     low_stock: int = 100
@@ -73,6 +82,30 @@ def _number(where: str, key: str, value: Any, kind: type, low: float, high: floa
     return out
 
 
+def _seconds(where: str, key: str, value: Any, low: float, high: float) -> float:
+    """A number of seconds (the key's name says the unit): ``0.2``, or ``"0.2s"`` / ``"200ms"`` with the unit."""
+    if isinstance(value, str):
+        raw = value.strip().lower()
+        scale = 0.001 if raw.endswith("ms") else 1.0
+        raw = raw.removesuffix("ms") if scale != 1.0 else raw.removesuffix("s")
+        try:
+            out = float(raw) * scale
+        except ValueError:
+            raise _bad(where, key, f"must be a number of seconds (like 0.5 or 500ms), not {value!r}") from None
+    else:
+        out = _number(where, key, value, float, low, high)
+    if not low <= out <= high:
+        raise _bad(where, key, f"must be between {low:g} and {high:g} seconds ({out:g} s given)")
+    return out
+
+
+def _address(where: str, key: str, value: Any) -> str:
+    problem = address_problem(value)
+    if problem is not None:
+        raise _bad(where, key, f"{value!r} {problem}" if isinstance(value, str) and len(value) <= 100 else problem)
+    return parse_address(value, key)
+
+
 def _urls(where: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         items = [u.strip() for u in value.split(",")]
@@ -92,8 +125,10 @@ def _validate(raw: dict[str, Any], where: str) -> dict[str, Any]:
     for key, value in raw.items():
         if key == "public_urls":
             out[key] = _urls(where, value)
+        elif key == "escrow":
+            out[key] = _address(where, key, value)
         elif key == "poll_interval":
-            out[key] = _number(where, key, value, float, 0.01, 3600)
+            out[key] = _seconds(where, key, value, 0.01, 3600)
         elif key == "workers":
             out[key] = _number(where, key, value, int, 1, 512)
         elif key in ("low_stock", "confirmations", "start_block"):

@@ -78,6 +78,22 @@ def parse_ranges(text: str | None) -> list[tuple[int, int]]:
     return [(int(s), int(n)) for s, n in json.loads(text)] if text else []
 
 
+def reserved_ranges(session: Session, batch_id: str, *, order: tuple[str, str] | None = None
+                    ) -> Iterator[tuple[int, int]]:
+    """The card ranges of batch ``batch_id`` (0x + 64 hex) reserved for an order (but ``order``, an (escrow, order
+    id) pair): by a sealed delivery (any escrow), or by the pick of a ``node_orders`` row that is not closed."""
+    for escrow, oid, text in session.execute(select(SealedDelivery.escrow, SealedDelivery.order_id,
+                                                    SealedDelivery.ranges)
+                                             .where(SealedDelivery.batch_id == batch_id)):
+        if order is None or (escrow, oid) != order:
+            yield from parse_ranges(text)
+    for escrow, oid, text in session.execute(select(NodeOrder.escrow, NodeOrder.order_id, NodeOrder.ranges)
+                                             .where(NodeOrder.batch_id == batch_id, NodeOrder.ranges.is_not(None),
+                                                    NodeOrder.state != "closed")):
+        if order is None or (escrow, oid) != order:
+            yield from parse_ranges(text)
+
+
 @contextmanager
 def pick_guard(session: Session) -> Iterator[None]:
     """Serialize picks: a process-wide lock and a database-level one for the rest of ``session``'s transaction
@@ -220,21 +236,8 @@ class Stock:
             for bit in range(256):
                 if word >> bit & 1 and w * 256 + bit < n:
                     taken[w * 256 + bit] = 1
-        for escrow, oid, text in session.execute(select(SealedDelivery.escrow, SealedDelivery.order_id,
-                                                        SealedDelivery.ranges)
-                                                 .where(SealedDelivery.batch_id == batch.batch_id)):
-            if order is not None and (escrow, oid) == order:
-                continue
-            for s, length in parse_ranges(text):
-                mark(s, length)
-        for escrow, oid, text in session.execute(select(NodeOrder.escrow, NodeOrder.order_id, NodeOrder.ranges)
-                                                 .where(NodeOrder.batch_id == batch.batch_id,
-                                                        NodeOrder.ranges.is_not(None),
-                                                        NodeOrder.state != "closed")):
-            if order is not None and (escrow, oid) == order:
-                continue
-            for s, length in parse_ranges(text):
-                mark(s, length)
+        for s, length in reserved_ranges(session, batch.batch_id, order=order):
+            mark(s, length)
         return taken
 
     def available(self, session: Session, batch: BatchInfo, *, order: tuple[str, str] | None = None) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -202,8 +203,9 @@ def create_app(settings: Settings | None = None, *, deps: ServiceDeps | None = N
                 unwatch_database(engine, listeners)
             await run_in_threadpool(deps.close)
 
-    app = FastAPI(title="cardproof issuer service", version="1.0", description=DESCRIPTION, lifespan=lifespan,
-                  redirect_slashes=False)
+    # /docs loads its files from this service (fastapi-offline's), never from a CDN; no /redoc (its logo is on a CDN).
+    app = FastAPIOffline(title="cardproof issuer service", version="1.0", description=DESCRIPTION, lifespan=lifespan,
+                         redirect_slashes=False, redoc_url=None)
     install_error_handlers(app)
     from issuer.service import erp, routes
 

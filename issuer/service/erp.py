@@ -14,11 +14,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections import defaultdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
@@ -40,6 +39,7 @@ from issuer.service.erp_schemas import (
     WebhookDeliveryList,
     WebhookDeliveryOut,
 )
+from issuer.stock_listing import card_counts
 from issuer.storage.models import Batch, Card, MintJob, NodeOrder, SealedDelivery
 
 router = APIRouter(prefix="/v1/erp", tags=["erp"])
@@ -103,51 +103,9 @@ def _validation(exc: CardproofError) -> ServiceError:
 # --------------------------------------------------------------------------- stock
 
 
-def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Inclusive [lo, hi] intervals, merged."""
-    out: list[tuple[int, int]] = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1] + 1:
-            out[-1] = (out[-1][0], max(out[-1][1], hi))
-        else:
-            out.append((lo, hi))
-    return out
-
-
-def _parse_ranges(text: str | None) -> list[tuple[int, int]]:
-    if not text:
-        return []
-    try:
-        return [(int(s), int(s) + int(n) - 1) for s, n in json.loads(text) if int(n) > 0]
-    except (ValueError, TypeError):
-        return []
-
-
-def reserved_ranges(session: Session, batch_ids: list[str]) -> dict[str, list[tuple[int, int]]]:
-    """Per batch, the card intervals delivered or reserved for an order (sealed deliveries and node orders)."""
-    found: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    if not batch_ids:
-        return found
-    for i in range(0, len(batch_ids), 500):
-        part = batch_ids[i:i + 500]
-        for bid, ranges in session.execute(select(SealedDelivery.batch_id, SealedDelivery.ranges)
-                                           .where(SealedDelivery.batch_id.in_(part))):
-            found[bid].extend(_parse_ranges(ranges))
-        for bid, ranges in session.execute(select(NodeOrder.batch_id, NodeOrder.ranges)
-                                           .where(NodeOrder.batch_id.in_(part), NodeOrder.ranges.is_not(None))):
-            found[bid].extend(_parse_ranges(ranges))
-    return {bid: _merge(r) for bid, r in found.items()}
-
-
-def _usable(session: Session, batch_pk: int, intervals: list[tuple[int, int]] | None = None) -> int:
-    base = [Card.batch_pk == batch_pk, Card.revoked.is_(False), Card.redeemed_at.is_(None)]
-    if intervals is None:
-        return session.scalar(select(func.count()).select_from(Card).where(*base)) or 0
-    total = 0
-    for i in range(0, len(intervals), 200):
-        cond = or_(*[Card.index.between(lo, hi) for lo, hi in intervals[i:i + 200]])
-        total += session.scalar(select(func.count()).select_from(Card).where(*base, cond)) or 0
-    return total
+def _usable(session: Session, batch_pk: int) -> int:
+    return session.scalar(select(func.count()).select_from(Card).where(
+        Card.batch_pk == batch_pk, Card.revoked.is_(False), Card.redeemed_at.is_(None))) or 0
 
 
 def stock(session: Session, issuer: str, threshold: int, now: int | None = None) -> dict[str, Any]:
@@ -155,7 +113,6 @@ def stock(session: Session, issuer: str, threshold: int, now: int | None = None)
     batches = list(session.scalars(select(Batch).where(Batch.issuer_address == issuer, Batch.revoked.is_(False),
                                                        Batch.state.in_(("minted", "anchoring", "anchored")))
                                    .order_by(Batch.id)))
-    reserved = reserved_ranges(session, [b.batch_id for b in batches if b.state == "anchored"])
     products: dict[tuple, dict[str, Any]] = {}
     for b in batches:
         expiry = int(b.expiry) if b.expiry else None
@@ -171,11 +128,8 @@ def stock(session: Session, issuer: str, threshold: int, now: int | None = None)
         if b.state != "anchored":
             p["pending"] += _usable(session, b.id)
             continue
-        usable = _usable(session, b.id)
-        taken = reserved.get(b.batch_id)
-        available = usable - (_usable(session, b.id, taken) if taken else 0)
-        if p["expired"]:
-            available = 0
+        # Counted as `cardproof stock` counts (issuer.stock_listing), from the database only.
+        available = card_counts(session, b.id, b.batch_id, int(b.card_count), expired=p["expired"])["available"]
         p["available"] += available
         p["batches"].append({"batch_id": b.batch_id, "card_count": b.card_count, "available": available,
                              "anchored_at": b.anchored_at.isoformat() if b.anchored_at else None})

@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from chain.addresses import address_problem, parse_address
 from issuer.service.schemas import ErrorBody
 
-__all__ = ["ERP_ERRORS", "IDEMPOTENT_ERRORS", "MintJobOut", "MintJobRequest", "OrderList", "OrderOut",
+__all__ = ["ERP_ERRORS", "IDEMPOTENT_ERRORS", "Address", "MintJobOut", "MintJobRequest", "OrderList", "OrderOut",
            "RevocationOut", "RevocationRequest", "StockOut", "WebhookDeliveryList", "WebhookDeliveryOut"]
+
+
+# --------------------------------------------------------------------------- addresses
+
+
+def _checked_address(value: str) -> str:
+    """The checksummed address; a ValueError (422 ``invalid_request``) for a malformed one or a wrong EIP-55
+    checksum (mixed case that does not match; all-lowercase or all-uppercase carries none and is accepted)."""
+    problem = address_problem(value)
+    if problem is not None:
+        raise ValueError(f"the address {problem}")
+    return parse_address(value)
+
+
+#: An address in a request (body field, query or path): 0x + 40 hex digits, mixed case only with a right checksum.
+Address = Annotated[str, Field(min_length=42, max_length=42, description="0x + 40 hex digits; mixed case must be "
+                                                                          "its EIP-55 checksum."),
+                    AfterValidator(_checked_address)]
 
 
 # --------------------------------------------------------------------------- stock

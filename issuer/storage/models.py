@@ -141,6 +141,9 @@ class Batch(Base):
     expiry: Mapped[int | None] = mapped_column(BigInteger)
     #: The leaf's ``codeForm``: 0 exact, 1 case- and dash-insensitive (``issuer.core.leaf``).
     code_form: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: Generated codes: their format (``issuer.codes.CodeFormat.to_json``), by which a typed code is read before
+    #: it is checked (``issuer.codes.typed_code``). ``None``: imported codes, compared as the ``code_form`` says.
+    code_format: Mapped[str | None] = mapped_column(Text)
     card_count: Mapped[int] = mapped_column(Integer)
     root: Mapped[str] = mapped_column(String(66))
     manifest_hash: Mapped[str] = mapped_column(String(66))

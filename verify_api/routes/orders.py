@@ -1,13 +1,19 @@
 """/v1/orders/{id} and /o/{id}: an escrow order's state and its timeline (opened, funded, delivered,
-disputed, released or refunded) with the amounts in token units and the transactions."""
+disputed, released or refunded) with the amounts in token units and the transactions.
+
+The page is in the reader's language (Accept-Language, or ``?lang=`` from its language switch), says so when the
+escrow is on a test network, and once the order is settled (confirmed, released, resolved or refunded) shows its
+total and when it settled, no longer money "in escrow" or a dispute window. Amounts are isolated left to right
+(``<bdi dir="ltr">``) so that "9.50 tUSD" keeps its order in right-to-left pages."""
 
 from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
 from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse
@@ -15,9 +21,10 @@ from starlette.responses import HTMLResponse
 from chain.errors import CardproofError
 from verify_api.deps import client_info, rate_limit
 from verify_api.errors import ApiError, error_code, http_status
-from verify_api.i18n import negotiate, translator
+from verify_api.i18n import translator
 from verify_api.jsonresp import JSONResponse
 from verify_api.order_view import parse_order_id
+from verify_api.routes.pages import LANG_DESCRIPTION, _page, page_lang
 from verify_api.schemas import ERRORS, ErrorBody
 
 router = APIRouter(tags=["orders"])
@@ -27,6 +34,11 @@ OrderId = Annotated[str, Path(description="The escrow order id (a whole number).
 NO_STORE = {"Cache-Control": "no-store"}
 _STATUS_CLASS = {"funded": "info", "delivered": "info", "disputed": "warn", "confirmed": "ok", "released": "ok",
                  "resolved": "ok", "cancelled": "warn"}
+#: Settled: the escrow holds nothing more for the order and no dispute can be raised.
+SETTLED = frozenset({"confirmed", "released", "resolved", "cancelled"})
+_SETTLING_STEPS = ("confirmed", "released", "resolved", "refunded")
+#: Error code -> the page's ``<main data-state>``.
+_ERROR_STATES = {"order_not_found": "unknown", "invalid_order_id": "malformed", "rate_limited": "rate_limited"}
 _MARKS = {"funded": "…", "delivered": "…", "disputed": "!", "confirmed": "✓", "released": "✓", "resolved": "✓",
           "cancelled": "↩"}
 
@@ -74,9 +86,15 @@ def _duration(t: Any, seconds: int) -> str:
 
 
 def _render(name: str, http_status: int, **ctx: Any) -> HTMLResponse:
-    from verify_api.routes.pages import _page
-
     return _page(name, status=http_status, **ctx)
+
+
+def settled_at(body: dict[str, Any]) -> int | None:
+    """When a settled order settled: the time of its settling step in the timeline (None if not indexed)."""
+    if body["status"] not in SETTLED:
+        return None
+    times = [s.get("time") for s in body.get("timeline") or () if s["step"] in _SETTLING_STEPS and s.get("time")]
+    return max(times) if times else None
 
 
 def render_order(body: dict[str, Any], lang: str) -> HTMLResponse:
@@ -103,10 +121,13 @@ def render_order(body: dict[str, Any], lang: str) -> HTMLResponse:
     return _render("order.html", 200, t=t, o=body, state=status, cls=_STATUS_CLASS.get(status, "info"),
                    mark=_MARKS.get(status, "…"), detail=detail, amount=amount, indexer_note=indexer_note,
                    chain_note=chain_note, chain_line=t("chain.live", block=chain["block"]),
+                   settled=status in SETTLED, settled_at=settled_at(body), here=f"/o/{body['order_id']}",
+                   chain_id=chain.get("chain_id"),
                    window=_duration(t, body["dispute_window"]), checked_at=dt.datetime.now(dt.UTC))
 
 
 def _error_page(lang: str, status: int, code: str, order_id: str) -> HTMLResponse:
+    here = f"/o/{quote(order_id, safe='')}"
     t = translator(lang)
     if code == "order_not_found":
         title, detail = t("order.not_found"), t("order.not_found.detail", id=order_id)
@@ -116,7 +137,8 @@ def _error_page(lang: str, status: int, code: str, order_id: str) -> HTMLRespons
         title, detail = t("order.busy"), t("order.busy.detail")
     else:
         title, detail = t("chain.unavailable"), t("order.unavailable.detail")
-    return _render("order.html", status, t=t, error={"code": code, "title": title, "detail": detail})
+    return _render("order.html", status, t=t, error={"code": code, "title": title, "detail": detail}, here=here,
+                   state=_ERROR_STATES.get(code, "chain_down"))
 
 
 _HTML = {"content": {"text/html": {"schema": {"type": "string"}}}}
@@ -128,10 +150,11 @@ _HTML = {"content": {"text/html": {"schema": {"type": "string"}}}}
                        429: {**_HTML, "description": "Rate limited (see Retry-After)."},
                        503: {**_HTML, "description": "The chain is unreachable or the escrow is not deployed."}})
 async def order_page(order_id: Annotated[str, Path(description="The escrow order id (a whole number).")],
-                     request: Request) -> HTMLResponse:
+                     request: Request,
+                     lang: Annotated[str | None, Query(description=LANG_DESCRIPTION)] = None) -> HTMLResponse:
     # No max_length here: every malformed id gets the HTML page (parse_order_id rejects it), not a JSON 422.
     deps = request.app.state.deps
-    lang = negotiate(request.headers.get("accept-language"))
+    lang = page_lang(request)
     try:
         rate_limit(deps, "lookup", client_info(request, deps).hash, "lookup_rate")
         oid = parse_order_id(order_id)
