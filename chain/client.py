@@ -30,6 +30,7 @@ import fcntl
 import logging
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -391,6 +392,50 @@ class SentTx:
 
 
 @dataclass
+class _SendRequest:
+    """One transaction waiting for its account's sender (:meth:`ChainClient._sign_and_send`)."""
+
+    build: Callable[[int, dict[str, int]], dict[str, Any]]
+    gas: int
+    before_broadcast: Callable[[SentTx], None] | None
+    done: threading.Event = field(default_factory=threading.Event)
+    result: SentTx | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class _SendQueue:
+    """The transactions of one account (one nonce lock) waiting in this process, and who is sending them."""
+
+    mutex: threading.Lock = field(default_factory=threading.Lock)
+    leader: threading.Lock = field(default_factory=threading.Lock)
+    pending: list[_SendRequest] = field(default_factory=list)
+
+
+_send_queues: dict[str, _SendQueue] = {}
+
+
+@dataclass
+class _HeadCache:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    number: int | None = None
+    read_at: float = 0.0
+
+
+_head_caches: dict[int, _HeadCache] = {}
+
+
+def _head_cache(key: int) -> _HeadCache:
+    with _thread_locks_guard:
+        return _head_caches.setdefault(key, _HeadCache())
+
+
+def _send_queue(key: str) -> _SendQueue:
+    with _thread_locks_guard:
+        return _send_queues.setdefault(key, _SendQueue())
+
+
+@dataclass
 class ChainClient:
     """A Web3 connection plus the account that acts through it."""
 
@@ -467,8 +512,9 @@ class ChainClient:
             gas = int(estimate * 1.25) + 20_000
         else:
             guard(lambda: fn.call(params))  # simulate: one execution, typed error on revert
-        return self._sign_and_send(lambda nonce: fn.build_transaction({**params, "gas": gas, "nonce": nonce}), gas,
-                                   before_broadcast)
+        return self._sign_and_send(
+            lambda nonce, fees: fn.build_transaction({**params, **fees, "gas": gas, "nonce": nonce,
+                                                      "chainId": self.chain_id}), gas, before_broadcast)
 
     def send_deploy(self, abi: list[dict[str, Any]], bytecode: str, *args: Any, gas: int | None = None) -> SentTx:
         factory = self.w3.eth.contract(abi=abi, bytecode=bytecode)
@@ -476,41 +522,94 @@ class ChainClient:
         params: dict[str, Any] = {"from": self.address}
         if gas is None:
             gas = int(guard(lambda: ctor.estimate_gas(params)) * 1.2) + 50_000
-        return self._sign_and_send(lambda nonce: ctor.build_transaction({**params, "gas": gas, "nonce": nonce}), gas)
+        return self._sign_and_send(
+            lambda nonce, fees: ctor.build_transaction({**params, **fees, "gas": gas, "nonce": nonce,
+                                                        "chainId": self.chain_id}), gas)
 
     def send_value(self, to: str, value: int) -> SentTx:
-        def build(nonce: int) -> dict[str, Any]:
-            tx: dict[str, Any] = {"from": self.address, "to": Web3.to_checksum_address(to), "value": value,
-                                  "gas": 21_000, "nonce": nonce, "chainId": self.chain_id}
-            tx.update(self._fees())
-            return tx
+        def build(nonce: int, fees: dict[str, int]) -> dict[str, Any]:
+            return {"from": self.address, "to": Web3.to_checksum_address(to), "value": value, "gas": 21_000,
+                    "nonce": nonce, "chainId": self.chain_id, **fees}
 
         return self._sign_and_send(build, 21_000)
 
     def _fees(self) -> dict[str, int]:
+        """EIP-1559 fees for the next block: the node's suggested tip, and twice the base fee on top of it (what
+        web3 would fill in; asked once per batch of sends instead of once per transaction)."""
         block = guard(lambda: self.w3.eth.get_block("latest"))
         base = int(block.get("baseFeePerGas", 0) or 0)
-        tip = 10**9
+        try:
+            tip = int(guard(lambda: self.w3.eth.max_priority_fee))
+        except ChainUnreachable:
+            raise
+        except Exception:  # noqa: BLE001 - a node without eth_maxPriorityFeePerGas: web3's own default tip
+            tip = 10**9
         return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
 
-    def _sign_and_send(self, build: Callable[[int], dict[str, Any]], gas: int,
+    def _sign_and_send(self, build: Callable[[int, dict[str, int]], dict[str, Any]], gas: int,
                        before_broadcast: Callable[[SentTx], None] | None = None) -> SentTx:
-        """Take the account's nonce lock, choose the nonce, sign, broadcast; retry a refused nonce.
+        """Queue the transaction for its account's sender and wait until it is broadcast (or refused).
 
-        A refused nonce leaves nothing of this transaction at the node, so it is signed again with the next
-        nonce (`before_broadcast` then sees the new hash, which replaces the old one). A time-out or a lost
-        connection during the broadcast is not retried: the node may hold the transaction, and the caller
-        settles it from the hash it recorded.
+        Many threads sending for one account at once (a supplier's node delivering a hundred orders) are served
+        in batches: whichever thread finds no batch under way takes the account's nonce lock once, asks the
+        node for the pending count and the fees once, and signs and broadcasts every queued transaction in
+        turn (flat combining). One at a time, in nonce order, as before; only the per-transaction round trips
+        and lock hand-overs are gone. Each transaction keeps its own outcome: a refusal or an error reaches
+        its own caller only.
         """
-        floor = 0
-        with self.nonces.hold(self._nonce_key(), self.nonce_lock_timeout) as lease:
+        request = _SendRequest(build, gas, before_broadcast)
+        queue = _send_queue(f"{self.nonces.kind}:{id(self.nonces)}:{id(self.w3)}:{self._nonce_key()}")
+        with queue.mutex:
+            queue.pending.append(request)
+        while True:
+            if queue.leader.acquire(blocking=False):
+                try:
+                    while True:
+                        with queue.mutex:
+                            batch, queue.pending = queue.pending, []
+                        if not batch:
+                            break
+                        self._send_batch(batch)
+                finally:
+                    queue.leader.release()
+            if request.done.wait(0.01):
+                break
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
+
+    def _send_batch(self, batch: list[_SendRequest]) -> None:
+        """Sign and broadcast `batch` under one hold of the nonce lock (see :meth:`_sign_and_send`).
+
+        A refused nonce leaves nothing of that transaction at the node, so it is signed again with the next
+        nonce (`before_broadcast` then sees the new hash, which replaces the old one). A time-out or a lost
+        connection during a broadcast is not retried: the node may hold the transaction, and the caller
+        settles it from the hash it recorded; the next transaction's nonce is then asked of the node again.
+        """
+        try:
+            with self.nonces.hold(self._nonce_key(), self.nonce_lock_timeout) as lease:
+                fees = self._fees()
+                nonce = self._choose_nonce(lease, 0)
+                for request in batch:
+                    nonce = self._send_one(request, lease, nonce, fees)
+        except BaseException as exc:  # the lock, the node: every request not yet served shares the failure
+            for request in batch:
+                if not request.done.is_set():
+                    request.error = exc
+                    request.done.set()
+            if not isinstance(exc, Exception):
+                raise
+
+    def _send_one(self, request: _SendRequest, lease: NonceLease, nonce: int, fees: dict[str, int]) -> int:
+        """Sign and broadcast one queued transaction from `nonce`; returns the nonce for the next one."""
+        try:
             for attempt in range(1, NONCE_ATTEMPTS + 1):
-                nonce = self._choose_nonce(lease, floor)
-                tx = guard(lambda nonce=nonce: build(nonce))
+                tx = guard(lambda nonce=nonce: request.build(nonce, fees))
                 signed = self.account.sign_transaction(tx)
-                sent = SentTx(HexBytes(signed.hash), nonce, gas)
-                if before_broadcast is not None:
-                    before_broadcast(sent)
+                sent = SentTx(HexBytes(signed.hash), nonce, request.gas)
+                if request.before_broadcast is not None:
+                    request.before_broadcast(sent)
                 try:
                     guard(lambda raw=signed.raw_transaction: self.w3.eth.send_raw_transaction(raw))
                 except NonceError as exc:
@@ -519,11 +618,23 @@ class ChainClient:
                             raise NonceError(f"{exc} for nonce {nonce} of {self.address}, {attempt} times; nothing "
                                              "was sent", exc.kind) from None
                         log.info("nonce %d of %s refused (%s): trying the next one", nonce, self.address, exc.kind)
-                        floor = nonce + 1
+                        nonce = self._choose_nonce(lease, nonce + 1)
                         continue
+                except Exception:
+                    # Maybe at the node, maybe not: the caller settles it from its hash; ask the node for the next.
+                    request.error = sys.exc_info()[1]
+                    request.done.set()
+                    return self._choose_nonce(lease, 0)
                 lease.record(nonce, "0x" + bytes(sent.tx_hash).hex())
-                return sent
-        raise AssertionError("unreachable")
+                request.result = sent
+                request.done.set()
+                return nonce + 1
+            raise AssertionError("unreachable")
+        except Exception as exc:  # noqa: BLE001 - nothing of this one was sent: its caller gets the error
+            if not request.done.is_set():
+                request.error = exc
+                request.done.set()
+            return nonce
 
     def wait(self, tx_hash: bytes | str, *, confirmations: int | None = None,
              timeout: float | None = None) -> TxReceipt:
@@ -531,13 +642,20 @@ class ChainClient:
         confirmations = self.confirmations if confirmations is None else confirmations
         timeout = self.receipt_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        receipt = None
+        asked_at = self.shared_head()  # before the receipt: a block mined after this is seen as new
+        receipt = self.get_receipt(tx_hash)
+        polls = 0
         while receipt is None:
-            receipt = self.get_receipt(tx_hash)
-            if receipt is None:
-                if time.monotonic() > deadline:
-                    raise TransactionTimeout(f"no receipt for {HexBytes(tx_hash).hex()} after {timeout:.0f}s")
-                time.sleep(self.poll_interval)
+            # A receipt can only appear with a new block: ask again then (the head is read once per poll interval
+            # for every thread of this process, not once per waiting transaction), and every second anyway.
+            if time.monotonic() > deadline:
+                raise TransactionTimeout(f"no receipt for {HexBytes(tx_hash).hex()} after {timeout:.0f}s")
+            time.sleep(self.poll_interval)
+            polls += 1
+            head = self.shared_head()
+            if head != asked_at or self.backend == ETH_TESTER or polls * self.poll_interval >= 1.0:
+                asked_at, polls = head, 0
+                receipt = self.get_receipt(tx_hash)
         if receipt["status"] != 1:
             raise self._failure(receipt)
         while confirmations and self.block_number() < receipt["blockNumber"] + confirmations:
@@ -552,6 +670,17 @@ class ChainClient:
             if again is None or again["blockHash"] != receipt["blockHash"]:
                 return self.wait(tx_hash, confirmations=confirmations, timeout=max(1.0, deadline - time.monotonic()))
         return receipt
+
+    def shared_head(self) -> int:
+        """The head block number, read at most once per ``poll_interval`` for every thread of this process that
+        uses this connection (many transactions waiting at once cost one request a poll, not one each)."""
+        cache = _head_cache(id(self.w3))
+        with cache.lock:
+            now = time.monotonic()
+            if cache.number is None or now - cache.read_at >= self.poll_interval:
+                cache.number = self.block_number()
+                cache.read_at = time.monotonic()
+            return cache.number
 
     def get_receipt(self, tx_hash: bytes | str) -> TxReceipt | None:
         from web3.exceptions import TransactionNotFound

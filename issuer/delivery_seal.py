@@ -14,7 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,9 +76,7 @@ def _payload(session: Session, master_key: MasterKey, chain_id: int, escrow: str
     secret = master_key.unwrap_batch_secret(batch.batch_id_bytes, bytes(batch.secret_ct))
     cipher = CodeCipher.for_batch_secret(secret)
     open_key = derive_batch_keys(secret)[0]
-    positions = [pos for (pos,) in session.execute(
-        select(Card.tree_pos).where(Card.batch_pk == batch.id).order_by(Card.index))]
-    tree = MerkleTree.from_nodes(repo.load_tree(session, batch.id), positions)
+    tree = _batch_tree(session, batch)
     proof = multiproof(tree, indices)
     cards: dict[int, DeliveryCard] = {}
     lo, hi = min(indices), max(indices) + 1
@@ -91,6 +90,30 @@ def _payload(session: Session, master_key: MasterKey, chain_id: int, escrow: str
     return DeliveryPayload(chain_id=chain_id, escrow=escrow, order_id=int(order_id), batch_id=batch.batch_id_bytes,
                            root=bytes.fromhex(batch.root[2:]), cards=tuple(cards[i] for i in proof.value_indices),
                            proof=proof.proof, flags=proof.flags)
+
+
+#: The checked trees of the batches delivered from last (a batch's tree never changes once minted): a delivery
+#: reads only its own cards, not the whole batch again.
+_TREES: OrderedDict[tuple[str, str], MerkleTree] = OrderedDict()
+_TREES_MAX = 4
+_trees_lock = threading.Lock()
+
+
+def _batch_tree(session: Session, batch: Any) -> MerkleTree:
+    key = (batch.batch_id, batch.root)
+    with _trees_lock:
+        tree = _TREES.get(key)
+        if tree is not None:
+            _TREES.move_to_end(key)
+            return tree
+    positions = [pos for (pos,) in session.execute(
+        select(Card.tree_pos).where(Card.batch_pk == batch.id).order_by(Card.index))]
+    tree = MerkleTree.from_nodes(repo.load_tree(session, batch.id), positions)
+    with _trees_lock:
+        _TREES[key] = tree
+        while len(_TREES) > _TREES_MAX:
+            _TREES.popitem(last=False)
+    return tree
 
 
 def _ranges_text(ranges: Sequence[tuple[int, int]]) -> str:
@@ -245,14 +268,21 @@ def _delivery_in_flight(sessions: sessionmaker[Session], escrow: str, order_id: 
 
 def deliver_sealed(sessions: sessionmaker[Session], master_key: MasterKey, escrow: Any, registry: Any,
                    order_id: int, batch_id: bytes, ranges: Sequence[tuple[int, int]], *,
-                   public_url: str | None = None) -> SealedDeliveryResult:
+                   public_url: str | None = None, order: Any = None, opened_from: int = 0,
+                   opened: dict[str, Any] | None = None,
+                   after_broadcast: Callable[[], None] | None = None) -> SealedDeliveryResult:
     """Seal the cards to the buyer's seal key, deliver them on chain with the sealed hash (a recorded act) and
     upload the sealed delivery to the public service. Run again, it settles an interrupted delivery and uploads
-    what was not uploaded; an upload that fails leaves the delivery done (``upload_error`` says why)."""
+    what was not uploaded; an upload that fails leaves the delivery done (``upload_error`` says why).
+
+    A caller that has just read the order (the supplier's node) passes it as ``order``, and the OrderOpened
+    event's arguments as ``opened`` (or the block it is in or after as ``opened_from``): requests saved, nothing
+    else changes."""
     from chain.escrow import OrderStatus
     from issuer.escrow_acts import deliver_order
 
-    order = escrow.order(order_id)
+    if order is None:
+        order = escrow.order(order_id)
     if order.status == OrderStatus.NONE:
         raise DeliveryRefused(f"there is no order {order_id} in the escrow")
     chain_id = escrow.client.chain_id
@@ -260,7 +290,10 @@ def deliver_sealed(sessions: sessionmaker[Session], master_key: MasterKey, escro
         stored = stored_delivery(session, chain_id, escrow.address, order_id) is not None
     if order.status != OrderStatus.FUNDED and not stored:
         raise DeliveryRefused(f"order {order_id} is {order.status.name.lower()}, not waiting for a delivery")
-    opened = escrow.opened_event(order_id)
+    if opened is None:
+        opened = escrow.opened_event(order_id, from_block=opened_from)
+    if opened is None and opened_from:
+        opened = escrow.opened_event(order_id)  # moved to an earlier block by a reorg
     if opened is None:
         raise DeliveryRefused(f"no OrderOpened event of order {order_id} was found (is the node pruned?)")
     funded = order.status == OrderStatus.FUNDED
@@ -269,7 +302,8 @@ def deliver_sealed(sessions: sessionmaker[Session], master_key: MasterKey, escro
     sealed = seal_order_delivery(sessions, master_key, chain_id=chain_id, escrow=escrow.address, order_id=order_id,
                                  batch_id=batch_id, ranges=ranges, seal_key=bytes(opened["sealKey"]),
                                  replace=funded and not _delivery_in_flight(sessions, escrow.address, order_id))
-    act = deliver_order(sessions, escrow, order_id, batch_id, ranges, sealed.sealed_hash)
+    act = deliver_order(sessions, escrow, order_id, batch_id, ranges, sealed.sealed_hash,
+                        after_broadcast=after_broadcast, funded=funded)
     uploaded, error = sealed.uploaded, None
     if public_url and not uploaded:
         try:

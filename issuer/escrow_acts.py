@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -49,8 +49,10 @@ def _result(act: Any, already: bool) -> ActResult:
     return ActResult(act.kind, act.subject, act.state, act.tx_hash, act.block_number, already, acts.payload_of(act))
 
 
-def _send(sessions: sessionmaker[Session], escrow: Escrow, act_id: int, fn: Any, gas: int) -> Any:
-    """Send `fn` for act `act_id` (hash stored before broadcast) and wait; returns the receipt."""
+def _send(sessions: sessionmaker[Session], escrow: Escrow, act_id: int, fn: Any, gas: int,
+          after_broadcast: Callable[[], None] | None = None) -> Any:
+    """Send `fn` for act `act_id` (hash stored before broadcast) and wait; returns the receipt. `after_broadcast`
+    is called once the node holds the transaction, before the wait."""
     client = escrow.client
     with sessions() as session:
         act = session.get(acts.ChainAct, act_id)
@@ -63,6 +65,8 @@ def _send(sessions: sessionmaker[Session], escrow: Escrow, act_id: int, fn: Any,
             sent = client.send(fn, gas=gas, before_broadcast=record_hash)
             acts.broadcast(act)
             session.commit()
+            if after_broadcast is not None:
+                after_broadcast()
             receipt = client.wait(sent.tx_hash)
         except ContractRevert as exc:
             session.rollback()
@@ -99,9 +103,13 @@ def _sealed_of(payload: dict[str, Any]) -> bytes:
 
 
 def deliver_order(sessions: sessionmaker[Session], escrow: Escrow, order_id: int, batch_id: bytes,
-                  ranges: Iterable[CardRange | tuple[int, int]], sealed_hash: bytes) -> ActResult:
+                  ranges: Iterable[CardRange | tuple[int, int]], sealed_hash: bytes, *,
+                  after_broadcast: Callable[[], None] | None = None, funded: bool = False) -> ActResult:
     """Deliver cards `ranges` of `batch_id` to order `order_id` with the hash of their sealed delivery (or settle
-    an earlier attempt)."""
+    an earlier attempt). `after_broadcast`: called when the transaction is at the node, before its receipt is
+    awaited (the supplier's node frees a worker slot then). `funded`: the caller has just read the order funded,
+    so a new act (nothing sent yet) needs no second look at the chain before sending (the send's simulation
+    still refuses an order delivered meanwhile)."""
     rs = _ranges(ranges)
     subject = "0x" + batch_id.hex()
     payload = {"escrow": escrow.address, "order_id": int(order_id), "ranges": [list(r) for r in rs],
@@ -110,11 +118,13 @@ def deliver_order(sessions: sessionmaker[Session], escrow: Escrow, order_id: int
         act = acts.begin(session, "deliver", subject, payload, client=escrow.client, contract=escrow.address,
                          reuse=("pending", "broadcast", "lost", "mined", "final"))
         act_id = act.id
-    settled = _settle_deliver(sessions, escrow, act_id, resend=False)
-    if settled is not None:
-        return settled
+        fresh = act.tx_hash is None and act.state == "pending"
+    if not (funded and fresh):
+        settled = _settle_deliver(sessions, escrow, act_id, resend=False)
+        if settled is not None:
+            return settled
     _send(sessions, escrow, act_id, escrow.fn.deliver(int(order_id), batch_id, rs, bytes(sealed_hash)),
-          gas_deliver(rs))
+          gas_deliver(rs), after_broadcast)
     with sessions() as session:
         return _result(session.get(acts.ChainAct, act_id), already=False)
 

@@ -43,6 +43,9 @@ __all__ = ["BuyerWatcher", "WatchResult", "default_state_path", "membership_fail
 
 log = logging.getLogger("cardproof.buyer_watch")
 
+#: Pauses between the tries of a sealed delivery the public service does not hold yet, within one pass.
+FETCH_RETRIES = (0.1, 0.2, 0.3)
+
 OUTCOMES = ("confirmed", "disputed", "membership_disputed", "checked", "skipped", "error")
 
 
@@ -285,10 +288,14 @@ class BuyerWatcher:
             self._errors.pop(order_id, None)
 
     def _fetch(self, order_id: int, recorded: bytes) -> bytes:
-        blob = download_sealed(self.public_url, order_id, recorded, http=self._http)
-        if blob is None:
-            raise _NotYet()
-        return blob
+        # The supplier uploads the sealed delivery once its transaction is mined, so a watcher that saw the
+        # delivery at once may be a moment early: ask again a few times before leaving it to the next pass.
+        for wait in FETCH_RETRIES:
+            blob = download_sealed(self.public_url, order_id, recorded, http=self._http)
+            if blob is not None:
+                return blob
+            time.sleep(wait)
+        raise _NotYet()
 
     def _prepare(self, order_id: int) -> tuple[WatchResult, str | None]:
         """Fetch, open, check and write the cards of one delivery: (its result, the act to send or None)."""

@@ -40,6 +40,27 @@ from issuer.storage.models import NodeOrder, SealedDelivery
 log = logging.getLogger("cardproof.node")
 
 TERMINAL = ("published", "closed", "failed")
+#: Orders worked on at once up to their broadcast (reading, sealing, signing: the CPU-bound part). Any number of
+#: the node's workers may wait for receipts or upload meanwhile; more than a few at the CPU-bound part would only
+#: make each one slower on a machine of a few cores (one interpreter lock), and hold new orders back.
+ACTIVE_SLOTS = 4
+
+
+class _Slot:
+    """One of the :data:`ACTIVE_SLOTS`, held from the start of a fulfilment to its broadcast (released once)."""
+
+    def __init__(self, slots: threading.Semaphore) -> None:
+        self._slots = slots
+        self._lock = threading.Lock()
+        self._held = False
+        slots.acquire()
+        self._held = True
+
+    def release(self) -> None:
+        with self._lock:
+            if self._held:
+                self._held = False
+                self._slots.release()
 
 
 @dataclass(frozen=True)
@@ -56,6 +77,26 @@ def _one_line(exc: BaseException | str) -> str:
     return " ".join(str(exc).split())[:500]
 
 
+class _AnchoredBatches:
+    """The registry as a delivery reads it: ``batch()`` remembered once anchored (what the delivery checks read of
+    an anchored batch, its product, expiry and card count, never changes); everything else passed through."""
+
+    def __init__(self, registry: Any) -> None:
+        self._registry = registry
+        self._batches: dict[bytes, Any] = {}
+
+    def batch(self, batch_id: bytes) -> Any:
+        got = self._batches.get(bytes(batch_id))
+        if got is None:
+            got = self._registry.batch(batch_id)
+            if got.anchored:
+                self._batches[bytes(batch_id)] = got
+        return got
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._registry, name)
+
+
 class Fulfiller:
     def __init__(self, sessions: sessionmaker[Session], master_key: Any, escrow: Any, registry: Any,
                  config: NodeConfig, *, stock: Stock | None = None, on_event: events.EventHook | None = None) -> None:
@@ -69,6 +110,10 @@ class Fulfiller:
         self.chain_id = escrow.client.chain_id
         self._low_lock = threading.Lock()
         self._check_lock = threading.Lock()
+        self._active = threading.Semaphore(ACTIVE_SLOTS)
+        self._delivery_registry = _AnchoredBatches(registry)
+        #: order id -> OrderOpened arguments, as the node's watcher read them (saves reading the event again).
+        self.opened: dict[int, dict[str, Any]] = {}
         #: Products delivered from since the last low-stock check (:meth:`check_dirty_stock`).
         self.dirty_products: set[int] = set()
 
@@ -112,6 +157,13 @@ class Fulfiller:
 
     def fulfil(self, row_id: int) -> Outcome:
         """Drive the order of ``node_orders`` row ``row_id`` as far as it goes now."""
+        slot = _Slot(self._active)
+        try:
+            return self._fulfil(row_id, slot)
+        finally:
+            slot.release()
+
+    def _fulfil(self, row_id: int, slot: _Slot) -> Outcome:
         with self.sessions() as session:
             row = session.get(NodeOrder, row_id)
             if row is None:
@@ -142,11 +194,12 @@ class Fulfiller:
                     return out
                 row = self._reload(row_id)
             if row.state == "picked":
-                out = self._deliver(row)
+                out = self._deliver(row, order if order.status == OrderStatus.FUNDED else None, slot)
                 if out is not None:
                     return out
                 row = self._reload(row_id)
             if row.state == "delivered":
+                slot.release()
                 return self._publish(row)
             return Outcome(row.state)
         except ChainError as exc:  # the node, the network: try again on a later pass
@@ -248,7 +301,7 @@ class Fulfiller:
             crash_point("picked")
         return out
 
-    def _deliver(self, row: NodeOrder) -> Outcome | None:
+    def _deliver(self, row: NodeOrder, order: Any = None, slot: _Slot | None = None) -> Outcome | None:
         from issuer.delivery_seal import BadSealKey, DeliveryRefused, deliver_sealed
         from issuer.escrow_acts import DeliveryConflict
 
@@ -256,8 +309,16 @@ class Fulfiller:
         ranges = parse_ranges(row.ranges)
         for attempt in range(2):
             try:
-                result = deliver_sealed(self.sessions, self.master_key, self.escrow, self.registry, oid,
-                                        bytes.fromhex(row.batch_id[2:]), ranges, public_url=None)
+                opened = self.opened.get(oid) if attempt == 0 else None
+                if opened is not None and (str(opened.get("buyer", "")).lower() != row.buyer.lower()
+                                           or int(opened.get("quantity", -1)) != row.quantity):
+                    opened = None  # another event than the row's (a reorg): read it again
+                result = deliver_sealed(self.sessions, self.master_key, self.escrow, self._delivery_registry, oid,
+                                        bytes.fromhex(row.batch_id[2:]), ranges, public_url=None,
+                                        order=order if attempt == 0 else None,
+                                        opened_from=max(0, int(row.opened_block or 0) - self.config.reorg_depth),
+                                        opened=opened,
+                                        after_broadcast=slot.release if slot is not None else None)
                 break
             except (BadSealKey, DeliveryRefused, DeliveryConflict, ContractRevert, IssuerError) as exc:
                 if isinstance(exc, ChainError) and not isinstance(exc, ContractRevert):

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from chain.client import guard
 from chain.escrow import OrderStatus
 from issuer.node import events
 from issuer.node.config import NodeConfig
@@ -89,11 +90,14 @@ class SupplierNode:
         self.fulfiller = Fulfiller(self.sessions, runtime.master_key, escrow, registry, config, stock=self.stock,
                                    on_event=on_event)
         self.watcher = OrderWatcher(self.sessions, escrow, config)
+        self.fulfiller.opened = self.watcher.opened  # the OrderOpened arguments the watcher read
         self._pool: ThreadPoolExecutor | None = None
         self._inflight: dict[int, Future[Outcome]] = {}
         self._not_before: dict[int, float] = {}
         self._backoff: dict[int, float] = {}
-        self._recent: dict[int, int] = {}  # row id -> block when delivered (rechecked until reorg_depth deep)
+        #: row id -> (block number, block hash) of its delivery, rechecked until ``reorg_depth`` deep
+        self._recent: dict[int, tuple[int, str | None]] = {}
+        self._maintaining = threading.Lock()  # one maintenance task (stock alerts) at a time
         self._rechecked_at = -1  # the head block of the last recheck
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -168,7 +172,6 @@ class SupplierNode:
         touched = self.watcher.scan()
         for row_id in touched:
             self._not_before.pop(row_id, None)
-        self._recheck_recent()
         now = time.monotonic()
         with self.sessions() as session:
             todo = list(session.scalars(select(NodeOrder.id).where(
@@ -182,7 +185,6 @@ class SupplierNode:
         for row_id, state in self.fulfiller.pick_many(to_pick).items():
             if state == "out_of_stock":
                 self._not_before[row_id] = now + OUT_OF_STOCK_RETRY
-        self.fulfiller.check_dirty_stock()
         pool = self._ensure_pool()
         submitted: list[Future[Outcome]] = []
         with self._lock:
@@ -194,6 +196,19 @@ class SupplierNode:
                 fut = pool.submit(self._drive, row_id)
                 self._inflight[row_id] = fut
                 submitted.append(fut)
+        # New orders are in the workers' hands first; then what can wait: deliveries a reorg may have undone
+        # (checked once per block), and the low-stock alerts (off this thread: they read every batch's stock).
+        self._recheck_recent()
+        if wait_for_orders:
+            self.fulfiller.check_dirty_stock()
+        elif self.fulfiller.dirty_products and self._maintaining.acquire(blocking=False):
+            def maintain() -> None:
+                try:
+                    self.fulfiller.check_dirty_stock()
+                finally:
+                    self._maintaining.release()
+
+            pool.submit(maintain)
         if wait_for_orders and submitted:
             wait(submitted, timeout=timeout)
             self.fulfiller.check_dirty_stock()
@@ -221,38 +236,69 @@ class SupplierNode:
             self._not_before.pop(row_id, None)
             self._backoff.pop(row_id, None)
         if out.state in ("delivered", "published") and row_id not in self._recent:
-            self._recent[row_id] = self.escrow.client.block_number()
+            self._recent[row_id] = self._delivery_block(row_id)
         return out
+
+    def _delivery_block(self, row_id: int) -> tuple[int, str | None]:
+        """The block (number, hash) that mined the row's delivery, from its recorded act; else the head now
+        (with no hash: the recheck then reads the order itself)."""
+        from issuer.storage.models import ChainAct
+
+        with self.sessions() as session:
+            row = session.get(NodeOrder, row_id)
+            act = session.scalars(select(ChainAct).where(ChainAct.kind == "deliver",
+                                                         ChainAct.tx_hash == row.deliver_tx)).first() \
+                if row is not None and row.deliver_tx else None
+            if act is not None and act.block_number is not None and act.block_hash:
+                return int(act.block_number), str(act.block_hash)
+        return self.escrow.client.block_number(), None
 
     def _recheck_recent(self) -> None:
         """Deliveries not yet ``reorg_depth`` deep: one the chain lost (the order funded again) is driven again;
-        one whose order vanished is closed."""
+        one whose order vanished is closed.
+
+        Once per new head: the hash of each block that mined a recent delivery is read once (a few blocks, not
+        one request per order); only the orders of a block that changed (or of unknown block) are read again."""
         if not self._recent:
             return
         head = self.escrow.client.block_number()
         if head == self._rechecked_at:
             return  # nothing new on chain since the last recheck: once per block is enough
         self._rechecked_at = head
-        for row_id, block in list(self._recent.items()):
+        hashes: dict[int, str | None] = {}
+        w3 = self.escrow.client.w3
+        for row_id, (block, known) in list(self._recent.items()):
             if head - block > self.config.reorg_depth:
                 self._recent.pop(row_id, None)
                 continue
             if row_id in self._inflight:
                 continue
-            with self.sessions() as session:
-                row = session.get(NodeOrder, row_id)
-                if row is None or row.state not in ("delivered", "published"):
-                    self._recent.pop(row_id, None)
-                    continue
-                oid = int(row.order_id)
-            status = self.escrow.order(oid).status
-            if status == OrderStatus.FUNDED:
-                log.warning("order %s: the chain lost our delivery (reorg); delivering it again", oid)
+            if known is not None:
+                if block not in hashes:
+                    got = guard(lambda block=block: w3.eth.get_block(block)) if block <= head else None
+                    hashes[block] = "0x" + bytes(got["hash"]).hex() if got is not None else None
+                if hashes[block] is not None and hashes[block].lower() == known.lower():
+                    continue  # the block that mined it is still on the chain
+            self._recheck_order(row_id)
+
+    def _recheck_order(self, row_id: int) -> None:
+        with self.sessions() as session:
+            row = session.get(NodeOrder, row_id)
+            if row is None or row.state not in ("delivered", "published"):
                 self._recent.pop(row_id, None)
-                self.fulfiller._set(row_id, "picked", error="delivery lost in a reorg")
-            elif status == OrderStatus.NONE:
-                self._recent.pop(row_id, None)
-                self.fulfiller._close(self.fulfiller._reload(row_id), "the order is not on chain (reorganised away?)")
+                return
+            oid = int(row.order_id)
+        status = self.escrow.order(oid).status
+        if status == OrderStatus.FUNDED:
+            log.warning("order %s: the chain lost our delivery (reorg); delivering it again", oid)
+            self._recent.pop(row_id, None)
+            self.fulfiller._set(row_id, "picked", error="delivery lost in a reorg")
+        elif status == OrderStatus.NONE:
+            self._recent.pop(row_id, None)
+            self.fulfiller._close(self.fulfiller._reload(row_id), "the order is not on chain (reorganised away?)")
+        else:
+            # Delivered still (the same transaction mined again in a new block): follow that block from now on.
+            self._recent[row_id] = self._delivery_block(row_id)
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         deadline = time.monotonic() + timeout

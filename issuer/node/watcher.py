@@ -25,6 +25,12 @@ log = logging.getLogger("cardproof.node")
 
 #: Blocks per get_logs call.
 LOG_CHUNK = 5_000
+#: Events remembered as written (far more than a reorg window holds).
+MAX_WRITTEN = 10_000
+
+
+def _where(entry: Any) -> tuple[str, int]:
+    return "0x" + bytes(entry["blockHash"]).hex(), int(entry["logIndex"])
 
 
 class OrderWatcher:
@@ -38,6 +44,13 @@ class OrderWatcher:
         # meta keys are at most 64 characters: the chain, escrow and supplier hashed.
         self.cursor_key = "node.cursor." + hashlib.sha256(
             f"{self.chain_id}/{escrow.address.lower()}/{self.supplier.lower()}".encode()).hexdigest()[:40]
+        #: The head the last pass read up to; a pass with no new block reads nothing.
+        self._scanned_head: int | None = None
+        #: order id -> (block hash, log index) of its event as this process last wrote it: an event read again
+        #: unchanged (the reorg window is read every block) is not written again.
+        self._written: dict[str, tuple[str, int]] = {}
+        #: order id -> its OrderOpened arguments as last read (the seal key among them), for the delivery.
+        self.opened: dict[int, dict[str, Any]] = {}
 
     def cursor(self) -> int | None:
         with self.sessions() as session:
@@ -55,6 +68,8 @@ class OrderWatcher:
     def scan(self) -> list[int]:
         """Read new OrderOpened events; returns the ids of rows added or reset."""
         head = self.client.block_number() - self.config.confirmations
+        if head == self._scanned_head:
+            return []  # no new block since the last pass
         cursor = self.cursor()
         start = self.config.start_block if cursor is None else max(self.config.start_block,
                                                                    cursor + 1 - self.config.reorg_depth)
@@ -64,12 +79,24 @@ class OrderWatcher:
         for attempt in range(5):
             touched: list[int] = []
             try:
+                written: dict[str, tuple[str, int]] = {}
                 with self.sessions.begin() as session:
                     for entry in logs:
+                        oid, where = str(int(entry["args"]["orderId"])), _where(entry)
+                        self.opened[int(oid)] = dict(entry["args"])
+                        if self._written.get(oid) == where:
+                            continue  # read before, unchanged
                         row_id = self._upsert(session, entry)
                         if row_id is not None:
                             touched.append(row_id)
+                        written[oid] = where
                     repo.set_meta(session, self.cursor_key, str(head))
+                self._written.update(written)
+                self._scanned_head = head
+                if len(self._written) > 4 * MAX_WRITTEN:  # forget the oldest (dicts keep insertion order)
+                    for oid in list(self._written)[: len(self._written) - MAX_WRITTEN]:
+                        del self._written[oid]
+                        self.opened.pop(int(oid), None)
                 return touched
             except IntegrityError:
                 # Another node process inserted the same rows (or the cursor) first: read them, go on.

@@ -253,6 +253,91 @@ def test_a_nonce_the_chain_lost_is_not_trusted(node, tmp_path):
     assert again.wait(sent.tx_hash, timeout=10)["status"] == 1
 
 
+# ---------------------------------------------------------------------------------------------- batched sends
+
+
+def test_threads_sending_at_once_are_served_in_batches(node, tmp_path, monkeypatch):
+    """Forty threads of one process send for one account at once: every transaction is accepted with its own
+    consecutive nonce, and the node is asked for the pending count and the fees once per batch, not once per
+    transaction; a transaction that cannot be built fails for its own caller only."""
+    client = connect(settings_for(node, tmp_path / "home"))
+    client.w3.provider.make_request("evm_setAutomine", [False])
+    asked = {"count": 0, "fees": 0}
+    real_count, real_fees = client.w3.eth.get_transaction_count, client._fees
+
+    def counting_count(*a, **kw):
+        asked["count"] += 1
+        time.sleep(0.05)  # a slow node: the others queue up meanwhile
+        return real_count(*a, **kw)
+
+    def counting_fees():
+        asked["fees"] += 1
+        return real_fees()
+
+    monkeypatch.setattr(client.w3.eth, "get_transaction_count", counting_count)
+    monkeypatch.setattr(client, "_fees", counting_fees)
+    start = count(client, "pending")
+    results: dict[int, object] = {}
+    gate = threading.Barrier(40)
+
+    def send(i: int) -> None:
+        gate.wait()
+        try:
+            if i == 7:
+                results[i] = client._sign_and_send(lambda nonce, fees: 1 / 0, 21_000)
+            else:
+                results[i] = client.send_value(SINK, i + 1)
+        except Exception as exc:  # noqa: BLE001 - recorded for the assertions
+            results[i] = exc
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert isinstance(results[7], ZeroDivisionError)
+    sent = [r for i, r in results.items() if i != 7]
+    assert all(hasattr(r, "nonce") for r in sent), [r for r in sent if not hasattr(r, "nonce")]
+    assert sorted(r.nonce for r in sent) == list(range(start, start + 39))
+    assert asked["count"] < 39 and asked["fees"] < 39, asked
+    client.w3.provider.make_request("evm_mine", [])
+    assert all(client.wait(r.tx_hash, timeout=10)["status"] == 1 for r in sent)
+
+
+def test_waiting_transactions_share_one_head_poll(node, tmp_path, monkeypatch):
+    """Twenty transactions waiting for their receipts at once ask for the head once per poll for all of them,
+    and for each receipt only when a new block came (not every poll)."""
+    client = connect(settings_for(node, tmp_path / "home"))
+    client.poll_interval = 0.05
+    client.w3.provider.make_request("evm_setAutomine", [False])
+    sent = [client.send_value(SINK, i + 1) for i in range(20)]
+    asked = {"receipts": 0, "heads": 0}
+    real_receipt, real_head = client.get_receipt, client.block_number
+
+    def counting_receipt(tx_hash):
+        asked["receipts"] += 1
+        return real_receipt(tx_hash)
+
+    def counting_head():
+        asked["heads"] += 1
+        return real_head()
+
+    monkeypatch.setattr(client, "get_receipt", counting_receipt)
+    monkeypatch.setattr(client, "block_number", counting_head)
+    got: list[object] = []
+    threads = [threading.Thread(target=lambda s=s: got.append(client.wait(s.tx_hash, timeout=20))) for s in sent]
+    for t in threads:
+        t.start()
+    time.sleep(0.8)  # 16 polls of 20 waiters with no new block
+    client.w3.provider.make_request("evm_mine", [])
+    for t in threads:
+        t.join(20)
+    assert len(got) == 20 and all(r["status"] == 1 for r in got)
+    # Polling each receipt every 50 ms would be ~20 x 16 = 320 receipt requests before the block.
+    assert asked["receipts"] <= 20 * 3, asked
+    assert asked["heads"] <= 40, asked
+
+
 # ---------------------------------------------------------------------------------------------- refusals
 
 
@@ -278,8 +363,8 @@ def test_a_refused_nonce_is_retried_with_the_next(node, tmp_path, automine):
         if len(seen) == 1:
             client.w3.eth.send_raw_transaction(_foreign_transfer(client, sent.nonce, tip=50 * 10**9))
 
-    sent = client._sign_and_send(lambda nonce: {"to": SINK, "value": 1, "gas": 21_000, "nonce": nonce,
-                                                "chainId": client.chain_id, **client._fees()}, 21_000, intruder)
+    sent = client._sign_and_send(lambda nonce, fees: {"to": SINK, "value": 1, "gas": 21_000, "nonce": nonce,
+                                                      "chainId": client.chain_id, **fees}, 21_000, intruder)
     assert [s.nonce for s in seen] == [seen[0].nonce, seen[0].nonce + 1] and sent == seen[1]
     assert seen[0].tx_hash != seen[1].tx_hash
     if not automine:

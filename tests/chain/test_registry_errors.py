@@ -246,7 +246,7 @@ def test_revert_messages_are_one_line(chain_env):
 def send_unsimulated(client, fn, gas: int = 500_000):
     """Sign and send a call with an explicit gas limit and no simulation, so that it fails on chain."""
     return client._sign_and_send(
-        lambda nonce: fn.build_transaction({"from": client.address, "gas": gas, "nonce": nonce}), gas
+        lambda nonce, fees: fn.build_transaction({"from": client.address, "gas": gas, "nonce": nonce, **fees}), gas
     )
 
 

@@ -206,3 +206,39 @@ def test_choose_prefers_one_run_and_never_more_than_64_ranges():
     assert choose(runs(free), 12) is not None and sum(n for _, n in choose(runs(free), 12)) == 12
     assert choose(runs(bytearray(b"\x00\x01" * 100)), 65) is None  # 65 single cards: more than 64 ranges
     assert choose(runs(bytearray(b"\x00\x01" * 100)), 64) is not None
+
+
+def test_passes_without_a_new_block_read_nothing_and_rechecks_cost_a_request_a_block(sw, make_node, monkeypatch):
+    """The node polls often: a pass with no new block reads no logs and writes nothing; an order event read again
+    in the reorg window is not written again; delivered orders are rechecked by the hashes of the blocks that
+    mined them (one request per block), not by reading every order again."""
+    m = sw.mint(40, sku="GC-NODE-QUIET")
+    orders = open_orders(sw, m.product_id, [2] * 8)
+    node, _ = make_node(sw)
+    node.run_once()
+    assert {rows(sw)[o].state for o in orders} == {"published"}
+    asked = {"logs": 0, "orders": 0, "blocks": 0, "upserts": 0}
+    real_logs, real_order = node.watcher._logs, node.escrow.order
+    real_upsert, real_block = node.watcher._upsert, node.escrow.client.w3.eth.get_block
+
+    def counting(key, fn):
+        def wrapped(*a, **kw):
+            asked[key] += 1
+            return fn(*a, **kw)
+        return wrapped
+
+    monkeypatch.setattr(node.watcher, "_logs", counting("logs", real_logs))
+    monkeypatch.setattr(node.escrow, "order", counting("orders", real_order))
+    monkeypatch.setattr(node.watcher, "_upsert", counting("upserts", real_upsert))
+    monkeypatch.setattr(node.escrow.client.w3.eth, "get_block", counting("blocks", real_block))
+    node.run_once()  # reads the blocks the deliveries made
+    asked.update(logs=0, orders=0, blocks=0, upserts=0)
+    for _ in range(3):
+        node.run_once()  # no new block
+    assert asked["logs"] == 0 and asked["upserts"] == 0 and asked["orders"] == 0, asked
+    sw.env.admin.w3.provider.make_request("evm_mine", [])
+    node.run_once()  # one new block: the window is read again, nothing in it is new
+    assert asked["logs"] == 1 and asked["upserts"] == 0, asked
+    assert asked["orders"] == 0, asked  # every delivery's block is still on the chain: no order read again
+    delivery_blocks = {b for b, _ in node._recent.values()}
+    assert 1 <= asked["blocks"] <= len(delivery_blocks), (asked, delivery_blocks)
