@@ -210,6 +210,30 @@ class InvalidBatchState(IssuerError, RuntimeError):
         super().__init__(msg)
 
 
+def _when(value: object) -> str:
+    """A time for people: a datetime or unix seconds as ``2026-12-02 07:10 UTC``; anything else as given."""
+    import datetime as dt
+
+    from chain.humanize import format_time
+
+    if isinstance(value, dt.datetime):
+        value = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if isinstance(value, int):
+        return format_time(value)
+    return _short(value, 40)
+
+
+def _reason_name(reason: object) -> str:
+    """A revocation reason by name (``1`` -> ``leaked``)."""
+    from issuer.revocation import RevokeReason
+
+    try:
+        return RevokeReason(int(reason)).name.lower()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return f"code {reason}" if isinstance(reason, int) else f"code {_short(reason, 10)}"
+
+
 class AlreadyRedeemed(IssuerError):
     """The card was already redeemed."""
 
@@ -220,7 +244,7 @@ class AlreadyRedeemed(IssuerError):
         self.serial = serial
         self.redeemed_at = redeemed_at
         card = f"card {_short(serial, 40)}" if serial is not None else "the card"
-        when = f" at {redeemed_at}" if redeemed_at is not None else ""
+        when = f" at {_when(redeemed_at)}" if redeemed_at is not None else ""
         super().__init__(f"{card} was already redeemed{when}")
 
 
@@ -248,7 +272,7 @@ class CardRevoked(IssuerError):
         self.serial = serial
         self.reason = reason
         card = f"card {_short(serial, 40)}" if serial is not None else "the card"
-        why = f" (reason {reason})" if reason is not None else ""
+        why = f" (reason: {_reason_name(reason)})" if reason is not None else ""
         super().__init__(f"{card} was revoked by its issuer{why}")
 
 

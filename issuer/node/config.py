@@ -6,7 +6,8 @@ file may put them at top level or under ``[node]``)::
     public_urls   = ["https://cards.example"]   # where sealed deliveries are published (default: CARDPROOF_PUBLIC_URL)
     escrow        = "0x..."                     # the CardEscrow to watch (default: the one `cardproof deploy` recorded)
     poll_interval = 0.5                         # SECONDS between passes over the chain (a number: 0.5 is half a second)
-    workers       = 16                          # orders fulfilled at once
+    workers       = 64                          # orders in hand at once (4 at a time read, seal and sign;
+                                                # the others await receipts or upload)
     low_stock     = 100                         # stock.low fires when a product's available cards fall below it
     confirmations = 0                           # blocks on top of an OrderOpened before it is handled
     reorg_depth   = 12                          # blocks re-read every pass (reorganised-away orders are seen)
@@ -47,7 +48,7 @@ class NodeConfig:
     escrow: str | None = None
     #: Seconds between passes over the chain.
     poll_interval: float = 0.5
-    workers: int = 16
+    workers: int = 64
     low_stock: int = 100
     confirmations: int = 0
     reorg_depth: int = 12

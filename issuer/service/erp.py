@@ -315,6 +315,12 @@ async def get_order(order_id: Annotated[str, Path(pattern=r"^[0-9]{1,78}$", desc
                                                         description="The escrow, if several are served.")] = None
                     ) -> JSONResponse:
     deps = _deps(request)
+    if escrow is not None:
+        from chain.addresses import address_problem
+
+        problem = address_problem(escrow)
+        if problem is not None:
+            raise ServiceError(422, "invalid_address", f"escrow: {problem}")
 
     def run() -> dict:
         q = _orders_query().where(NodeOrder.order_id == str(int(order_id)))

@@ -288,7 +288,7 @@ def _render(v: dict, lang: str = "en"):
     return render_card(v, lang, None)
 
 
-@pytest.mark.parametrize("lang", ["en", "zh-CN", "es", "pt-BR", "id", "vi", "th", "ar"])
+@pytest.mark.parametrize("lang", ["en", "zh-CN", "zh-TW", "es", "pt-BR", "id", "vi", "th", "ar"])
 def test_page_has_the_form_in_every_language(lang):
     from verify_api.i18n import LANGUAGES, LOCALES_DIR
 

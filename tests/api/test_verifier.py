@@ -23,7 +23,8 @@ import pytest
 import chain.client
 from issuer.revocation import RevokeReason, revoke_serials
 from tests.clikit import in_process_cli
-from verify_api.verifier import EXIT_MISMATCH, EXIT_UNVERIFIABLE, Outcome, mismatches, read_card_secret, verify
+from verify_api.verifier import (EXIT_MISMATCH, EXIT_UNKNOWN, EXIT_UNVERIFIABLE, Outcome, mismatches, read_card_secret,
+                                 verify)
 
 REPO = Path(__file__).resolve().parents[2]
 CARDPROOF = [sys.executable, "-c", "from cardproof.console import entry; entry()"]
@@ -55,10 +56,11 @@ def test_the_apis_honest_answers(asgi_client, world):
         time.sleep(0.05)
     assert verify(answer(asgi_client, serial), world.registry, serial=serial).outcome is Outcome.CONFIRMED
     # A card the public service does not know (minted, not anchored, so not published) and a serial nobody
-    # minted: 'unknown', which the chain cannot confirm.
+    # minted: 'unknown', not a card at all (exit 1, never confirmed).
     for s in (world.batches["pending"].cards[1][0], "0000-0000-0000-0000-0"):
         result = verify(answer(asgi_client, s), world.registry, serial=s)
-        assert result.outcome is Outcome.UNVERIFIABLE and result.exit_status == EXIT_UNVERIFIABLE
+        assert result.outcome is Outcome.UNKNOWN and result.exit_status == EXIT_UNKNOWN
+        assert not any(c.confirmed for c in result.claims)
 
 
 @pytest.mark.parametrize("tamper, claim", [
@@ -117,7 +119,7 @@ def test_cli_verify_live_and_from_file(live_server, world, monkeypatch, tmp_path
         assert "not a JSON answer" in cli.fails("verify", "--proof", f).err
         cli.fails("verify", "not-a-serial", "--api", live_server.url)
         r = cli("verify", "0000-0000-0000-0000-0", "--api", live_server.url)
-        assert r.rc == EXIT_UNVERIFIABLE and "claims confirmed" not in r.out
+        assert r.rc == EXIT_UNKNOWN and "claims confirmed" not in r.out
 
 
 # --------------------------------------------------------------------------- end to end on anvil

@@ -37,7 +37,7 @@ from issuer.core.serial import canonical_serial, format_serial, new_serial_value
 from tests.chainkit import ChainEnv
 from tests.clikit import Cli, Run, in_process_cli
 from verify_api import trust
-from verify_api.verifier import (EXIT_MISMATCH, EXIT_UNVERIFIABLE, CardSecret, InvalidCardSecret, Outcome,
+from verify_api.verifier import (EXIT_MISMATCH, EXIT_UNKNOWN, EXIT_UNVERIFIABLE, CardSecret, InvalidCardSecret, Outcome,
                                  read_card_secret, verify)
 
 NAME = "Acme Gift Cards"
@@ -533,13 +533,13 @@ def test_fabricated_unanchored_card_is_unverifiable_never_confirmed(chain_env, r
     assert outcomes(verify(lie, real).claims)["the batch is anchored"] is Outcome.MISMATCH
 
 
-def test_unknown_card_is_unverifiable(chain_env, real, cli, api):
+def test_unknown_card_is_not_genuine_and_never_confirmed(chain_env, real, cli, api):
     result = verify(copy.deepcopy(UNKNOWN_ANSWER), real, serial=UNKNOWN_ANSWER["serial"])
-    assert result.outcome is Outcome.UNVERIFIABLE and not any(c.confirmed for c in result.claims)
+    assert result.outcome is Outcome.UNKNOWN and not any(c.confirmed for c in result.claims)
     pin(cli, real.address)
     r = cli("verify", api.serve(copy.deepcopy(UNKNOWN_ANSWER)))
-    assert r.rc == EXIT_UNVERIFIABLE
-    assert_one_line(r, "the verdict 'unknown'")
+    assert r.rc == EXIT_UNKNOWN
+    assert_one_line(r, "unknown card", "not genuine")
     assert_never_confirmed(r)
     # 'authentic' without any leaf or proof is contradicted.
     bare = copy.deepcopy(UNKNOWN_ANSWER)

@@ -83,3 +83,17 @@ def test_revoke_names_the_reason(market, tmp_path):
     revoked = cli.ok("revoke", serial, "--reason", "leaked").out
     expected = f"revoked 1 card\\(s\\) of {batch}, reason leaked \\(tx 0x[0-9a-f]{{64}}\\)\n"
     assert re.fullmatch(expected, revoked), revoked
+
+
+def test_issuer_errors_name_the_reason_and_show_the_date():
+    """A redeemer told a card is revoked reads why by name; told it is redeemed, reads when as a date."""
+    import datetime as dt
+
+    from issuer.errors import AlreadyRedeemed, CardRevoked
+
+    revoked = str(CardRevoked("ABCD-EFGH", 2))
+    assert "fraud" in revoked and "reason 2" not in revoked
+    assert "code 9" in str(CardRevoked("ABCD-EFGH", 9))  # an unknown code still says something
+    redeemed = str(AlreadyRedeemed("ABCD-EFGH", dt.datetime(2026, 12, 2, 7, 10, tzinfo=dt.UTC)))
+    assert "2026-12-02 07:10 UTC" in redeemed
+    assert "2026-12-02 07:10 UTC" in str(AlreadyRedeemed("ABCD-EFGH", 1796195400))

@@ -261,6 +261,7 @@ def test_master_key_file_or_environment(cli, deployed):
     cli.env("CARDPROOF_HOME", str(other_home))
     cli.env("CARDPROOF_MASTER_KEY", "ab" * 32)
     cli.ok("deploy")
+    cli.ok("issuer", "add", "--name", "Acme Games", "--address", deployed.lower())  # this home's new registry
     assert mint_json(cli, "--count", "1")["count"] == 1
     assert not (other_home / "master.key").exists()
 

@@ -266,6 +266,13 @@ def test_orders_list_and_detail(client, world):
     for bad in ["/v1/erp/orders/abc", "/v1/erp/orders?state=lost", "/v1/erp/orders?limit=0",
                 "/v1/erp/orders?limit=x", "/v1/erp/orders?after=-1", "/v1/erp/orders/11?escrow=nope"]:
         error(client.get(bad, headers=bearer(key)), 422, "invalid_request")
+    # A mixed-case escrow address with a wrong EIP-55 checksum (a typo) is refused, not read as another escrow.
+    from web3 import Web3
+
+    good = Web3.to_checksum_address("0x" + "ab" * 20)
+    typo = good[:2] + good[2:].swapcase() if good[2:].swapcase() != good[2:] else good
+    error(client.get(f"/v1/erp/orders/11?escrow={typo}", headers=bearer(key)), 422, "invalid_address")
+    assert client.get(f"/v1/erp/orders/11?escrow={good.lower()}", headers=bearer(key)).status_code == 404
 
 
 # --------------------------------------------------------------------------- revocations

@@ -181,7 +181,7 @@ def test_config_file_env_and_one_line_errors(tmp_path):
 
     settings = get_settings(home=tmp_path, public_url="http://pub.test")
     cfg = load_config(settings=settings, env={})
-    assert cfg.public_urls == ("http://pub.test",) and cfg.workers == 16 and cfg.poll_interval == 0.5
+    assert cfg.public_urls == ("http://pub.test",) and cfg.workers == 64 and cfg.poll_interval == 0.5
     assert (cfg.low_stock, cfg.confirmations, cfg.reorg_depth) == (100, 0, 12)
     env = {"CARDPROOF_NODE_PUBLIC_URLS": "http://a.test, http://b.test/", "CARDPROOF_NODE_WORKERS": "4"}
     cfg = load_config(settings=settings, env=env)

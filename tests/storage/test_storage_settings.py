@@ -22,11 +22,14 @@ def clean_env(monkeypatch, tmp_path):
 
 
 def test_defaults(tmp_path):
+    from chain.home import default_home
+
     s = get_settings()
-    assert s.home == tmp_path / ".cardproof"
+    # The per-user data folder, whatever the current directory (the fixture changed into tmp_path).
+    assert s.home == default_home() and not str(s.home).startswith(str(tmp_path))
     assert s.database_url is None
-    assert s.effective_database_url == f"sqlite:///{tmp_path / '.cardproof' / 'cardproof.db'}"
-    assert s.master_key_path == tmp_path / ".cardproof" / "master.key"
+    assert s.effective_database_url == f"sqlite:///{default_home() / 'cardproof.db'}"
+    assert s.master_key_path == default_home() / "master.key"
     assert s.confirmations == 0
     assert s.public_url == "http://127.0.0.1:8000"
     for name in ("rpc_url", "private_key", "keystore", "keystore_password", "master_key",
