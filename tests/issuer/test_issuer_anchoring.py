@@ -3,6 +3,8 @@ crash recovery at every step, root mismatches, reverts and retries."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from web3 import Web3
 
@@ -88,6 +90,9 @@ def test_crash_after_broadcast_before_receipt(issuer_env, sessions, master_key, 
     monkeypatch.undo()
     batch = state_of(sessions, res.batch_id)
     assert batch.state == "anchoring" and batch.anchor_tx
+    deadline = time.monotonic() + 10  # anvil mines a sent transaction at once, but not within the send call
+    while not anchor_events(issuer_env, res.batch_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert len(anchor_events(issuer_env, res.batch_id)) == 1  # it did reach the chain
     out = anchor_batch(sessions, registry, res.batch_id)
     assert out.state == "anchored" and out.anchor_tx == batch.anchor_tx

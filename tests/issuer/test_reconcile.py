@@ -7,6 +7,8 @@ process died reaches the database; ``reconcile`` repairs and reports. On both ch
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import sqlalchemy as sa
 
@@ -184,6 +186,9 @@ def test_revocation_mined_after_the_process_died_reaches_the_database(issuer_env
     with pytest.raises(SimulatedCrash):
         revoke_serials(sessions, issuer_env.registry, [cards[2]["serial"]], RevokeReason.RECALLED)
     monkeypatch.undo()
+    deadline = time.monotonic() + 10  # anvil mines a sent transaction at once, but not within the send call
+    while not issuer_env.registry.is_revoked(bid, 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert issuer_env.registry.is_revoked(bid, 2)  # mined
     assert not card(sessions, cards[2]["serial"]).revoked  # the database never heard of it
     [act] = act_rows(sessions, "revoke")
