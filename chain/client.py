@@ -420,6 +420,9 @@ class _HeadCache:
     lock: threading.Lock = field(default_factory=threading.Lock)
     number: int | None = None
     read_at: float = 0.0
+    #: The fees worked out at head ``fees_head`` (a block's base fee is fixed: one lookup a block will do).
+    fees: dict[str, int] | None = None
+    fees_head: int | None = None
 
 
 _head_caches: dict[int, _HeadCache] = {}
@@ -535,7 +538,22 @@ class ChainClient:
 
     def _fees(self) -> dict[str, int]:
         """EIP-1559 fees for the next block: the node's suggested tip, and twice the base fee on top of it (what
-        web3 would fill in; asked once per batch of sends instead of once per transaction)."""
+        web3 would fill in; asked once per batch of sends instead of once per transaction, and once per block for
+        every sender of this process: twice the base fee covers the next blocks' rises)."""
+        head = None
+        if self.backend != ETH_TESTER:
+            head = self.shared_head()
+            cache = _head_cache(id(self.w3))
+            with cache.lock:
+                if cache.fees is not None and cache.fees_head == head:
+                    return dict(cache.fees)
+        fees = self._node_fees()
+        if head is not None:
+            with cache.lock:
+                cache.fees, cache.fees_head = dict(fees), head
+        return fees
+
+    def _node_fees(self) -> dict[str, int]:
         block = guard(lambda: self.w3.eth.get_block("latest"))
         base = int(block.get("baseFeePerGas", 0) or 0)
         try:

@@ -122,17 +122,17 @@ def _ranges_text(ranges: Sequence[tuple[int, int]]) -> str:
 
 def seal_order_delivery(sessions: sessionmaker[Session], master_key: MasterKey, *, chain_id: int, escrow: str,
                         order_id: int, batch_id: bytes, ranges: Sequence[tuple[int, int]],
-                        seal_key: bytes, replace: bool = False) -> SealedBlob:
+                        seal_key: bytes, replace: bool | Callable[[], bool] = False) -> SealedBlob:
     """The sealed delivery of these cards to order ``order_id``: built, sealed and stored on the first call, read
     back afterwards. A stored delivery of other cards is an error (the chain may already hold its hash) unless
-    ``replace`` (the caller knows no delivery of it can be on chain)."""
+    ``replace`` (the caller knows no delivery of it can be on chain; a callable is asked only when it matters)."""
     with sessions.begin() as session:
         row = stored_delivery(session, chain_id, escrow, order_id)
         if row is not None:
             same = row.batch_id == "0x" + batch_id.hex() and row.ranges == _ranges_text(ranges)
             if same:
                 return SealedBlob(bytes(row.blob), bytes.fromhex(row.sealed_hash[2:]), row.uploaded_at is not None)
-            if not replace:
+            if not (replace() if callable(replace) else replace):
                 raise DeliveryRefused(f"order {order_id} was sealed with other cards (batch {row.batch_id}, ranges "
                                       f"{row.ranges}), whose delivery may be on its way; deliver those")
             session.delete(row)
@@ -286,8 +286,9 @@ def deliver_sealed(sessions: sessionmaker[Session], master_key: MasterKey, escro
     if order.status == OrderStatus.NONE:
         raise DeliveryRefused(f"there is no order {order_id} in the escrow")
     chain_id = escrow.client.chain_id
-    with sessions() as session:
-        stored = stored_delivery(session, chain_id, escrow.address, order_id) is not None
+    if order.status != OrderStatus.FUNDED:
+        with sessions() as session:
+            stored = stored_delivery(session, chain_id, escrow.address, order_id) is not None
     if order.status != OrderStatus.FUNDED and not stored:
         raise DeliveryRefused(f"order {order_id} is {order.status.name.lower()}, not waiting for a delivery")
     if opened is None:
@@ -299,9 +300,13 @@ def deliver_sealed(sessions: sessionmaker[Session], master_key: MasterKey, escro
     funded = order.status == OrderStatus.FUNDED
     if funded:
         _check_deliverable(escrow, registry, order, order_id, batch_id, ranges, opened)
+    # Replacing a stored sealed delivery of other cards is allowed only while none of it can be on its way (asked
+    # only when one is stored: the question reads every open delivery act).
+    def replace() -> bool:
+        return funded and not _delivery_in_flight(sessions, escrow.address, order_id)
+
     sealed = seal_order_delivery(sessions, master_key, chain_id=chain_id, escrow=escrow.address, order_id=order_id,
-                                 batch_id=batch_id, ranges=ranges, seal_key=bytes(opened["sealKey"]),
-                                 replace=funded and not _delivery_in_flight(sessions, escrow.address, order_id))
+                                 batch_id=batch_id, ranges=ranges, seal_key=bytes(opened["sealKey"]), replace=replace)
     act = deliver_order(sessions, escrow, order_id, batch_id, ranges, sealed.sealed_hash,
                         after_broadcast=after_broadcast, funded=funded)
     uploaded, error = sealed.uploaded, None

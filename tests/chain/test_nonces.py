@@ -304,6 +304,24 @@ def test_threads_sending_at_once_are_served_in_batches(node, tmp_path, monkeypat
     assert all(client.wait(r.tx_hash, timeout=10)["status"] == 1 for r in sent)
 
 
+def test_fees_are_worked_out_once_a_block_for_every_sender(node, tmp_path, monkeypatch):
+    """Several accounts of one process sending in the same block ask the node for the fees once (the base fee is
+    fixed for a block); a new block asks again."""
+    client = connect(settings_for(node, tmp_path / "home"))
+    client.w3.provider.make_request("evm_setAutomine", [False])
+    others = [client.with_account(a) for a in client_mod.dev_accounts(client.w3, client.chain_id, 3)[1:]]
+    asked = []
+    real = client_mod.ChainClient._node_fees
+    monkeypatch.setattr(client_mod.ChainClient, "_node_fees", lambda self: asked.append(1) or real(self))
+    for sender in [client, *others] * 3:
+        sender.send_value(SINK, 1)
+    assert len(asked) == 1
+    client.w3.provider.make_request("evm_mine", [])
+    time.sleep(client.poll_interval + 0.05)  # the head is read again after a poll interval
+    others[0].send_value(SINK, 1)
+    assert len(asked) == 2
+
+
 def test_waiting_transactions_share_one_head_poll(node, tmp_path, monkeypatch):
     """Twenty transactions waiting for their receipts at once ask for the head once per poll for all of them,
     and for each receipt only when a new block came (not every poll)."""
