@@ -619,10 +619,13 @@ class Escrow:
         events = self.contract.events.Withdrawn().process_receipt(receipt, errors=DISCARD)
         return int(events[0]["args"]["amount"]) if events else 0
 
-    def settle_gas(self, order_id: int) -> int:
-        """Gas limit of settling the order (one registry read per 256-card word of its delivery)."""
-        _, ranges = self.delivery(order_id)
-        return gas_settle(_words_touched([(r.start, r.length) for r in ranges]) if ranges else 1)
+    def settle_gas(self, order_id: int, ranges: Sequence[tuple[int, int]] | None = None) -> int:
+        """Gas limit of settling the order (one registry read per 256-card word of its delivery). ``ranges``: the
+        delivery's (start, length) ranges, when the caller has just read them (saves reading them again)."""
+        if ranges is None:
+            _, got = self.delivery(order_id)
+            ranges = [(r.start, r.length) for r in got]
+        return gas_settle(_words_touched(ranges) if ranges else 1)
 
     def _settlement(self, receipt: TxReceipt, event: str, *, dispute_expired: bool = False) -> Settlement:
         logs = getattr(self.contract.events, event)().process_receipt(receipt, errors=DISCARD)

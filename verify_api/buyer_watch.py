@@ -147,6 +147,9 @@ class BuyerWatcher:
         self.mine: dict[int, int] = {}
         self.ready: set[int] = set()
         self.handled: dict[int, str] = {}
+        self._dirty = False
+        #: The delivered ranges read while checking an order, for its settlement's gas limit.
+        self._ranges: dict[int, list[tuple[int, int]]] = {}
         self._load()
 
     # ------------------------------------------------------------------ state
@@ -169,6 +172,7 @@ class BuyerWatcher:
         self.handled = {int(k): str(v) for k, v in data.get("handled", {}).items()}
 
     def _save(self) -> None:
+        self._dirty = False
         with self._state_lock:
             data = {"chain_id": self.client.chain_id, "escrow": self.escrow.address, "buyer": self.buyer,
                     "from_block": self._from_block, "cursor": self.cursor,
@@ -199,10 +203,9 @@ class BuyerWatcher:
             for log in guard(lambda: events.OrderDelivered().get_logs(from_block=start, to_block=head,
                                                                       argument_filters={"orderId": waiting})):
                 self.ready.add(int(log["args"]["orderId"]))
-        changed = self.cursor != head + 1
+        if self.cursor != head + 1:
+            self._dirty = True  # saved at the end of the pass
         self.cursor = head + 1
-        if changed:
-            self._save()
 
     # ------------------------------------------------------------------ one pass
 
@@ -217,6 +220,8 @@ class BuyerWatcher:
             self._follow()
             todo = sorted(oid for oid in self.ready if oid not in self.handled)
             if not todo:
+                if self._dirty:
+                    self._save()
                 return []
             if self.workers == 1 or len(todo) == 1:
                 prepared = [self._prepare_safely(oid) for oid in todo]
@@ -252,7 +257,7 @@ class BuyerWatcher:
         from chain.escrow import GAS_SIMPLE
 
         if act == "confirm":
-            gas = self.escrow.settle_gas(order_id)  # noqa: SLF001 - the escrow wrapper's own gas rule
+            gas = self.escrow.settle_gas(order_id, self._ranges.pop(order_id, None))
             return self.client.send(self.escrow.fn.confirm(order_id), gas=gas)
         fn = self.escrow.fn.disputeMembership if act == "membership_disputed" else self.escrow.fn.dispute
         return self.client.send(fn(order_id), gas=GAS_SIMPLE)
@@ -316,6 +321,7 @@ class BuyerWatcher:
             return WatchResult(order_id, "error", error=f"the sealed delivery does not open with this seal key "
                                                         f"({exc}); it was sealed to the key named at opening"), None
         _, ranges = self.escrow.delivery(order_id)
+        self._ranges[order_id] = [(r.start, r.length) for r in ranges]
         report = check_delivery(payload, order=order, ranges=ranges, escrow_address=self.escrow.address,
                                 chain_id=self.client.chain_id, registry=self.registry,
                                 min_expiry=self.mine.get(order_id, 0))

@@ -280,3 +280,33 @@ def test_watch_handles_many_deliveries_in_one_pass(sw, tmp_path):
         assert [row["code"] for row in read_csv(r.csv)] == minted.codes[3 * i:3 * i + 3]
         assert sw.escrow().order(r.order_id).status is OrderStatus.CONFIRMED
     assert w.run_once() == []
+
+
+def test_a_pass_reads_the_delivery_once_and_writes_its_state_once(sw, tmp_path, monkeypatch):
+    """Handling one delivery reads its ranges once (the confirmation's gas limit comes from what the check read)
+    and writes the state file once; the gas limit is the one the escrow wrapper's own rule gives."""
+    minted = sw.mint(6)
+    w = watcher(sw, tmp_path, sw.env.admin.block_number() + 1)
+    oid = sw.open(minted.product_id, 2)
+    sw.deliver_sealed(oid, minted, [(0, 2)])
+    expected_gas = w.escrow.settle_gas(oid)
+    counted = {"delivery": 0, "save": 0}
+    real_delivery, real_save = w.escrow.delivery, w._save
+
+    def delivery(order_id):
+        counted["delivery"] += 1
+        return real_delivery(order_id)
+
+    def save():
+        counted["save"] += 1
+        real_save()
+
+    monkeypatch.setattr(w.escrow, "delivery", delivery)
+    monkeypatch.setattr(w, "_save", save)
+    sent = []
+    real_send = w.client.send
+    monkeypatch.setattr(w.client, "send", lambda fn, **kw: sent.append(kw.get("gas")) or real_send(fn, **kw))
+    (result,) = w.run_once()
+    assert result.outcome == "confirmed"
+    assert counted == {"delivery": 1, "save": 1}, counted
+    assert sent == [expected_gas]
