@@ -23,14 +23,16 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -200,11 +202,13 @@ class DevTools:
 @contextmanager
 def browser(binary: str, proxy: RecordingProxy) -> Iterator[DevTools]:
     """One headless Chromium whose every request, loopback included, goes through ``proxy``."""
-    with tempfile.TemporaryDirectory(prefix="cardproof-chromium-") as profile:
+    with _profile_dir() as profile:
         cmd = [binary, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
                f"--proxy-server=http://127.0.0.1:{proxy.port}", "--proxy-bypass-list=<-loopback>",
                "--window-size=390,1100", "about:blank"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # A session of its own: Chromium's helper processes (renderer, crash handler) are stopped with it.
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
         try:
             active = Path(profile) / "DevToolsActivePort"
             deadline = time.monotonic() + 30
@@ -225,12 +229,44 @@ def browser(binary: str, proxy: RecordingProxy) -> Iterator[DevTools]:
                 tools.call("Network.setCacheDisabled", cacheDisabled=True)
                 yield tools
         finally:
-            proc.terminate()
+            _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """Stop Chromium and every process of its session (they may still write to the profile)."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    deadline = time.monotonic() + 5  # the helpers of the session end a moment after the main process
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+@contextmanager
+def _profile_dir() -> Iterator[str]:
+    """A temporary Chromium profile, removed afterwards even if a last write races the removal."""
+    path = tempfile.mkdtemp(prefix="cardproof-chromium-")
+    try:
+        yield path
+    finally:
+        for _ in range(20):
             try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                shutil.rmtree(path)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.1)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------- the pages
