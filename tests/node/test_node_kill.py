@@ -90,7 +90,7 @@ def test_two_node_processes_at_once_never_give_a_card_twice(any_db_sw, tmp_path)
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for extra in ((), ("--json",))]
     outs = [p.communicate(timeout=90) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    assert [p.returncode for p in procs] == [0, 0], [(o[0][-1000:], o[1][-3000:]) for o in outs]
     summary = json.loads(outs[1][0])
     assert set(summary["orders"]) <= {"seen", "picked", "delivered", "published"}
     assert all(line.startswith("cardproof node: ") for o in outs for line in o[1].splitlines())
