@@ -125,6 +125,17 @@ def _fail(code: str, message: str, rc: int, json_mode: bool, where: str = "cardp
     return rc
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (what a BrokenPipeError usually means here)."""
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def _invoke(command: Any, args: list[str]) -> Any:
     """What click's ``Command.main(standalone_mode=False)`` does, minus its handling of ^C (typer's turns it into a
     silent exit 130): shell completion requests first (they exit), then parse and run the command."""
@@ -163,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(cli_output.error_code(exc), message, EXIT_ERROR, json_mode)
     except KeyboardInterrupt:
         return _fail("interrupted", "interrupted", EXIT_INTERRUPTED, json_mode)
-    except BrokenPipeError:  # `cardproof batches | head -1`: the reader left; nothing more to say
+    except BrokenPipeError as exc:
+        if not _stdout_closed():  # a pipe or socket of the command's own broke: an error to report, not silence
+            return _fail("broken_pipe", f"a connection broke ({' '.join(str(exc).split()) or 'broken pipe'})",
+                         EXIT_ERROR, json_mode)
+        # `cardproof batches | head -1`: the reader left; nothing more to say
         try:  # the interpreter flushes stdout at exit: point it at /dev/null (Python docs, "Note on SIGPIPE")
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except (OSError, ValueError):

@@ -100,3 +100,30 @@ def test_exit_codes_as_a_process(tmp_path):
     refused = run_cardproof("order", "show", "1", env=env)
     assert refused.returncode == 1 and refused.stdout == "" and "Traceback" not in refused.stderr
     assert run_cardproof("--version", env=env).returncode == 0
+
+
+def test_a_broken_connection_is_reported_and_only_a_closed_stdout_is_silent(monkeypatch, capsys):
+    """`cardproof ... | head` ends quietly when the reader leaves; a pipe or socket of the command's own that
+    breaks is an error with its one line, not a silent exit 1."""
+    import io
+
+    from cardproof import console
+
+    def broken(*_a, **_kw):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(console, "_invoke", broken)
+    assert console.main(["batches"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cardproof: a connection broke") and err.count("\n") == 1
+
+    class ClosedPipe(io.StringIO):
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self):
+            raise ValueError("no file")
+
+    monkeypatch.setattr(console.sys, "stdout", ClosedPipe())
+    assert console.main(["batches"]) == 1
+    assert capsys.readouterr().err == ""
