@@ -126,7 +126,19 @@ def _fail(code: str, message: str, rc: int, json_mode: bool, where: str = "cardp
 
 
 def _stdout_closed() -> bool:
-    """Whether standard output is a pipe whose reader has gone (what a BrokenPipeError usually means here)."""
+    """Whether standard output is a pipe whose reader has gone (what a BrokenPipeError usually means here): the
+    pipe reports an error to poll(), or flushing it fails."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    if fd is not None:
+        import select
+
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        if any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0)):
+            return True
     try:
         sys.stdout.flush()
     except (BrokenPipeError, ValueError):

@@ -127,3 +127,21 @@ def test_a_broken_connection_is_reported_and_only_a_closed_stdout_is_silent(monk
     monkeypatch.setattr(console.sys, "stdout", ClosedPipe())
     assert console.main(["batches"]) == 1
     assert capsys.readouterr().err == ""
+
+
+
+def test_a_stdout_whose_reader_left_is_seen_even_with_nothing_left_to_flush(tmp_path):
+    """`cardproof ... --help | head -2`: the write that broke took its data with it, so flushing finds nothing to
+    fail on; the pipe itself must tell that the reader has gone (else the end is reported as an error)."""
+    import subprocess
+    import sys
+
+    script = ("import os, sys\n"
+              "r, w = os.pipe()\n"
+              "os.close(r)\n"  # the reader has gone; nothing is buffered
+              "os.dup2(w, 1)\n"
+              "from cardproof.console import _stdout_closed\n"
+              "sys.stderr.write(str(_stdout_closed()))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**__import__("os").environ, "CARDPROOF_HOME": str(tmp_path)})
+    assert done.stderr == "True", done.stderr
