@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from chain.http_pool import pooled_http_client
 from issuer.core.commitment import derive_batch_keys, openings
 from issuer.core.errors import CoreError
 from issuer.core.merkle import MerkleTree
@@ -150,23 +151,6 @@ def seal_order_delivery(sessions: sessionmaker[Session], master_key: MasterKey, 
     return SealedBlob(blob, digest, False)
 
 
-_http: Any = None
-_http_lock = threading.Lock()
-
-
-def _http_client() -> Any:
-    """One pooled HTTP client for every upload of this process (a client per request would build a TLS context
-    each time: most of a busy node's CPU)."""
-    global _http
-    if _http is None:
-        import httpx
-
-        with _http_lock:
-            if _http is None:
-                _http = httpx.Client(follow_redirects=False)
-    return _http
-
-
 def upload_sealed(sessions: sessionmaker[Session], public_url: str, *, chain_id: int, escrow: str,
                   order_id: int, timeout: float = 30.0) -> Any:
     """PUT the stored sealed delivery of the order to the public service; records when it was taken."""
@@ -179,7 +163,7 @@ def upload_sealed(sessions: sessionmaker[Session], public_url: str, *, chain_id:
         blob = bytes(row.blob)
     url = f"{public_url.rstrip('/')}/v1/orders/{order_id}/delivery"
     try:
-        resp = _http_client().put(url, content=blob, headers={"content-type": "application/octet-stream"},
+        resp = pooled_http_client().put(url, content=blob, headers={"content-type": "application/octet-stream"},
                                   timeout=timeout)
     except httpx.HTTPError as exc:
         raise UploadFailed(f"cannot reach {url}: {type(exc).__name__}") from None

@@ -116,8 +116,6 @@ class BuyerWatcher:
                  confirm: bool = True, dispute: bool = True, state_path: Path | None = None,
                  on_result: Callable[[WatchResult], None] | None = None, from_block: int = 0,
                  reorg_depth: int = 6, workers: int | None = None, http_timeout: float = 30.0) -> None:
-        import httpx
-
         self.escrow = escrow
         self.registry = registry
         self.client = escrow.client
@@ -137,7 +135,7 @@ class BuyerWatcher:
 
             state_path = default_state_path(get_settings().home, self.client.chain_id, escrow.address, self.buyer)
         self.state_path = Path(state_path)
-        self._http = httpx.Client(timeout=http_timeout)
+        self._http_timeout = http_timeout
         self._lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._errors: dict[int, str] = {}  # the last error said of an order (said once)
@@ -296,7 +294,7 @@ class BuyerWatcher:
         # The supplier uploads the sealed delivery once its transaction is mined, so a watcher that saw the
         # delivery at once may be a moment early: ask again a few times before leaving it to the next pass.
         for wait in FETCH_RETRIES:
-            blob = download_sealed(self.public_url, order_id, recorded, http=self._http)
+            blob = download_sealed(self.public_url, order_id, recorded, timeout=self._http_timeout)
             if blob is not None:
                 return blob
             time.sleep(wait)
@@ -378,7 +376,7 @@ class BuyerWatcher:
             stop_event.wait(max(0.0, interval - (time.monotonic() - started)))
 
     def close(self) -> None:
-        self._http.close()
+        """Nothing to release: the sealed deliveries come through the process's pooled HTTP client."""
 
 
 def _tx(receipt: Any) -> str:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import csv
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from chain.errors import CardproofError, ChainError
+from chain.http_pool import pooled_http_client
 from issuer.core.commitment import format_opening
 from issuer.core.errors import CoreError, InvalidSealedDelivery
 from issuer.core.sealed import DeliveryPayload, evidence_key, open_sealed, open_with_evidence, sealed_hash
@@ -60,22 +60,6 @@ def _delivered_order(escrow: Any, order_id: int) -> Any:
     return order
 
 
-_http: Any = None
-_http_lock = threading.Lock()
-
-
-def _http_client() -> Any:
-    """One pooled HTTP client for the process (a client per request builds a TLS context each time)."""
-    global _http
-    if _http is None:
-        import httpx
-
-        with _http_lock:
-            if _http is None:
-                _http = httpx.Client(follow_redirects=False)
-    return _http
-
-
 def download_sealed(public_url: str | None, order_id: int, recorded: bytes, *, http: Any = None,
                     timeout: float | None = None) -> bytes | None:
     """The order's sealed blob from the public service, refused unless its keccak256 is ``recorded`` (the escrow's
@@ -85,7 +69,7 @@ def download_sealed(public_url: str | None, order_id: int, recorded: bytes, *, h
 
     url = f"{(public_url or '').rstrip('/')}/v1/orders/{order_id}/delivery"
     try:
-        client = http or _http_client()
+        client = http or pooled_http_client()
         resp = client.get(url) if timeout is None else client.get(url, timeout=timeout)
     except httpx.HTTPError as exc:
         raise ReceiveError(f"cannot reach {url}: {type(exc).__name__}") from None
